@@ -1,0 +1,43 @@
+# twinserve: `make demo` (set-up + the main job) and `make test` (set-up + the suite).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: setup java export test demo up down status bench clean
+
+setup: java $(STAMP)
+
+# TorchServe's frontend needs Java 17 or newer.
+java:
+	@bash services/torchserve/ensure-java.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+export: setup
+	$(BIN)/twinserve export
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/twinserve demo
+
+up: setup
+	$(BIN)/twinserve up
+
+down:
+	$(BIN)/twinserve down
+
+status:
+	$(BIN)/twinserve status
+
+bench: setup
+	$(BIN)/twinserve bench
+
+clean:
+	rm -rf models/build reports .twinserve

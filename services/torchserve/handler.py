@@ -1,0 +1,124 @@
+"""twinserve's TorchServe handler: TensorFlow Serving's JSON in and out, for every zoo model.
+
+TorchServe loads this file as a module and requires exactly one class in it, so
+the helpers are plain functions. A server-side batch arrives as a list of
+requests; each request's rows are validated on their own (a bad request gets its
+own 400 and does not fail its neighbours), the valid rows go through one
+forward pass, and each request gets exactly its own rows back, in order.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+
+SIGNATURE = "serving_default"
+
+
+def load_model(model_dir: str, model_file: str, serialized_file: str) -> torch.nn.Module:
+    """Build the zoo model from its own file and load the exported state dict (eager mode, no TorchScript)."""
+    path = os.path.join(model_dir, model_file)
+    module_name = f"twinserve_zoo_{os.path.splitext(model_file)[0]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    model = module.build_torch()
+    state = torch.load(os.path.join(model_dir, serialized_file), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
+    """Return the rows as float32 of shape (N, *shape) and the response key, or raise ValueError naming the problem."""
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("request body must be a JSON object with 'instances' or 'inputs'")
+    signature = body.get("signature_name", SIGNATURE)
+    if signature != SIGNATURE:
+        raise ValueError(f"unknown signature_name {signature!r}; this model serves {SIGNATURE!r}")
+    if ("instances" in body) == ("inputs" in body):
+        raise ValueError("request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+    if "instances" in body:
+        data, key = body["instances"], "predictions"
+    else:
+        data, key = body["inputs"], "outputs"
+        if isinstance(data, dict):
+            if set(data) != {spec["input_name"]}:
+                raise ValueError(f"'inputs' must name the one input {spec['input_name']!r}, got {sorted(data)}")
+            data = data[spec["input_name"]]
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        try:
+            data = [row[spec["input_name"]] for row in data]
+        except (KeyError, TypeError):
+            raise ValueError(f"each instance object must hold the input {spec['input_name']!r}") from None
+    shape = tuple(spec["shape"])
+    try:
+        rows = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise ValueError(f"input must be a rectangular array of numbers of shape [N, {', '.join(map(str, shape))}]") from None
+    if rows.ndim == 0 or rows.shape[0] == 0:
+        raise ValueError("input batch is empty: send at least one instance")
+    if rows.shape[1:] != shape:
+        raise ValueError(f"each instance must have shape {list(shape)}, got {list(rows.shape[1:])}")
+    if rows.shape[0] > spec["max_batch"]:
+        raise ValueError(f"batch of {rows.shape[0]} instances exceeds the limit of {spec['max_batch']}")
+    if not np.isfinite(rows).all():
+        raise ValueError("input contains NaN or infinite values")
+    return rows, key
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+class TwinserveHandler:
+    def __init__(self) -> None:
+        self.model: torch.nn.Module | None = None
+        self.spec: dict = {}
+        self.initialized = False
+
+    def initialize(self, context: Any) -> None:
+        torch.set_num_threads(max(1, int(os.environ.get("TWINSERVE_TORCH_THREADS", os.environ.get("OMP_NUM_THREADS", "1")))))
+        model_dir = context.system_properties["model_dir"]
+        manifest = context.manifest["model"]
+        with open(os.path.join(model_dir, "spec.json")) as fh:
+            self.spec = json.load(fh)
+        self.model = load_model(model_dir, manifest["modelFile"], manifest["serializedFile"])
+        self.initialized = True
+
+    def handle(self, data: list[dict], context: Any) -> list[bytes]:
+        responses: list[bytes] = [b""] * len(data)
+        parsed: list[tuple[int, np.ndarray, str]] = []
+        for idx, request in enumerate(data):
+            context.set_response_content_type(idx, "application/json")
+            body = request.get("body") if request.get("body") is not None else request.get("data")
+            try:
+                rows, key = parse_request(body, self.spec)
+            except ValueError as exc:
+                context.set_response_status(400, str(exc), idx)
+                responses[idx] = error_body(str(exc))
+                continue
+            parsed.append((idx, rows, key))
+        if parsed:
+            batch = torch.from_numpy(np.concatenate([rows for _, rows, _ in parsed]))
+            with torch.inference_mode():
+                probs = self.model(batch).numpy()  # type: ignore[misc]
+            start = 0
+            for idx, rows, key in parsed:
+                end = start + len(rows)
+                responses[idx] = orjson.dumps({key: probs[start:end]}, option=orjson.OPT_SERIALIZE_NUMPY)
+                start = end
+        return responses
