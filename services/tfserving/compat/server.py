@@ -1,0 +1,93 @@
+"""Entry point of the TF-Serving-compatible server: `python -m services.tfserving.compat.server <tensorflow_model_server flags>`.
+
+twinserve's stand-in where the real `tensorflow_model_server` binary is not on
+PATH. It runs the same SavedModels on the TensorFlow runtime and speaks the same
+REST and gRPC APIs, but it is not TensorFlow Serving: every response carries an
+`X-TF-Serving-Implementation` header saying so, and reports name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.tfserving.compat import flags
+
+    args = flags.parse(argv)
+
+    import tensorflow as tf
+
+    if args.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    if args.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+
+    import uvicorn
+
+    from services.tfserving.compat import grpc_service, textproto
+    from services.tfserving.compat.batching import BatchingParameters
+    from services.tfserving.compat.engine import Engine
+    from services.tfserving.compat.registry import Registry, read_model_configs
+    from services.tfserving.compat.rest import RestApp
+
+    registry = Registry(read_model_configs(args.model_config_file, args.model_name, args.model_base_path))
+    registry.load_all()
+    batching = None
+    if args.enable_batching:
+        params = textproto.parse(Path(args.batching_parameters_file).read_text()) if args.batching_parameters_file else {}
+        batching = BatchingParameters.from_textproto(params)
+    monitoring_path = None
+    if args.monitoring_config_file:
+        prom = textproto.parse(Path(args.monitoring_config_file).read_text()).get("prometheus_config", {})
+        if prom.get("enable"):
+            monitoring_path = prom.get("path") or "/monitoring/prometheus/metrics"
+
+    engine = Engine(registry, batching)
+    loaded = ", ".join(f"{n} (v{','.join(map(str, vs))})" for n, vs in ((n, sorted(v)) for n, v in registry.servables.items()))
+    print(f"twinserve-tf-compat: tensorflow {tf.__version__}; models {loaded}; batching {batching}", flush=True)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        grpc_server = grpc_service.start(engine, loop, args.grpc_host, args.port) if args.port else None
+        if grpc_server is not None:
+            print(f"twinserve-tf-compat: gRPC on {args.grpc_host}:{args.port}", flush=True)
+        if args.rest_api_port:
+            config = uvicorn.Config(
+                RestApp(engine, monitoring_path),
+                host=args.rest_api_host,
+                port=args.rest_api_port,
+                loop="uvloop",
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                backlog=2048,
+                server_header=False,
+            )
+            server = uvicorn.Server(config)
+            print(f"twinserve-tf-compat: REST on {args.rest_api_host}:{args.rest_api_port}", flush=True)
+            await server.serve()
+        else:
+            stop = asyncio.Event()
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            await stop.wait()
+        if grpc_server is not None:
+            grpc_server.stop(grace=1)
+
+    import uvloop
+
+    uvloop.run(serve())
+    engine.pool.shutdown(wait=False, cancel_futures=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
