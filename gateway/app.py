@@ -1,0 +1,107 @@
+"""The gateway application: built once per process, backends and data plane created at start-up.
+
+Run with `uvicorn gateway.app:create_app --factory` (what `twinserve gateway` does).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from gateway import metrics
+from gateway.backends.tfserving import TFServingBackend
+from gateway.backends.torchserve import TorchServeBackend
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError
+from gateway.http import check_api_key
+from gateway.protocols import v1, v2
+from gateway.schemas import request_components
+from twinserve.settings import GatewaySettings
+
+log = logging.getLogger("twinserve.gateway")
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    keys = [k.strip().encode() for k in settings.api_keys.split(",") if k.strip()]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backends = {"torchserve": TorchServeBackend(settings), "tfserving": TFServingBackend(settings)}
+        app.state.plane = DataPlane(settings, backends)
+        yield
+        await app.state.plane.aclose()
+
+    async def api_key(request: Request) -> None:
+        check_api_key(request, keys)
+
+    app = FastAPI(
+        title="twinserve gateway",
+        version=v2.VERSION,
+        description="One REST API in front of TorchServe and TensorFlow Serving: route, split, mirror, compare and fail over.",
+        lifespan=lifespan,
+    )
+    protected = [Depends(api_key)] if keys else []
+    app.include_router(v1.router, dependencies=protected)
+    app.include_router(v2.router, dependencies=protected)
+
+    @app.get("/healthz", tags=["health"], summary="The gateway process is alive")
+    async def healthz() -> Response:
+        return Response(b'{"status":"alive"}', media_type="application/json")
+
+    @app.get("/readyz", tags=["health"], summary="Every model is served by at least one backend")
+    async def readyz(request: Request) -> Response:
+        plane: DataPlane = request.app.state.plane
+        states = await plane.model_states()
+        ok = all(any(s == "READY" for s in b.values()) for b in states.values())
+        body = {
+            "ready": ok,
+            "models": states,
+            "circuits": plane.circuits(),
+            "routing": {"policy": settings.routing, "primary": settings.primary, "weights": settings.weight_map, "failover": settings.failover},
+            "tfserving_implementation": plane.backends["tfserving"].implementation,  # type: ignore[attr-defined]
+        }
+        return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return exc.response(request.headers.get("x-request-id"))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return GatewayError(400, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return GatewayError(exc.status_code, kind, message).response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return GatewayError(500, "internal_error", "the gateway failed to handle this request; see its log").response()
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(request_components())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,91 @@
+"""The one interface every backend client implements, and the HTTP plumbing they share.
+
+The data plane speaks TensorFlow Serving's V1 JSON (the gateway's canonical
+body); a client is the only place that knows how its stack wants it sent and
+how its stack reports model state and errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import httpx
+
+from twinserve.settings import GatewaySettings
+
+
+@dataclass(frozen=True)
+class UpstreamResult:
+    backend: str
+    body: bytes  # V1 JSON: {"predictions": ...} or {"outputs": ...}
+    seconds: float
+
+
+class BackendError(Exception):
+    """kind: unavailable (cannot connect), timeout, bad_gateway (5xx or garbage), rejected (4xx), overloaded (429)."""
+
+    def __init__(self, backend: str, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.kind = kind
+        self.message = message
+        self.status = status
+
+
+def make_client(settings: GatewaySettings, base_url: str) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size, keepalive_expiry=30)
+    timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+    if settings.transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        return httpx.AsyncClient(base_url=base_url, transport=AiohttpTransport(limits=limits), timeout=timeout)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+
+
+class Backend(ABC):
+    name: str
+
+    def __init__(self, settings: GatewaySettings, base_url: str) -> None:
+        self.settings = settings
+        self.client = make_client(settings, base_url)
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}
+
+    @abstractmethod
+    def predict_path(self, model: str) -> str: ...
+
+    @abstractmethod
+    async def model_state(self, model: str) -> str:
+        """READY, or a short reason it is not."""
+
+    def error_message(self, response: httpx.Response) -> str:
+        return response.text[:300]
+
+    async def predict(self, model: str, body: bytes, request_id: str) -> UpstreamResult:
+        headers = {**self.headers, "X-Request-ID": request_id}
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                response = await self.client.post(self.predict_path(model), content=body, headers=headers)
+                content = response.content
+        except TimeoutError:
+            raise BackendError(self.name, "timeout", f"{self.name} did not answer within {self.settings.timeout_s:g} s") from None
+        except httpx.TimeoutException:
+            raise BackendError(self.name, "timeout", f"{self.name} did not answer within {self.settings.timeout_s:g} s") from None
+        except httpx.TransportError as exc:
+            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable ({type(exc).__name__})") from None
+        seconds = time.perf_counter() - started
+        status = response.status_code
+        if status == 200:
+            return UpstreamResult(self.name, content, seconds)
+        message = self.error_message(response)
+        if status == 429:
+            raise BackendError(self.name, "overloaded", f"{self.name} is overloaded: {message}", status)
+        if 400 <= status < 500 and status != 408:
+            raise BackendError(self.name, "rejected", message, status)
+        raise BackendError(self.name, "bad_gateway", f"{self.name} answered {status}: {message}", status)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

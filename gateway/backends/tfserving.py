@@ -1,0 +1,38 @@
+"""TensorFlow Serving (or the compatible server): REST predict and model status."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from gateway.backends.base import Backend
+from twinserve.settings import GatewaySettings
+
+
+class TFServingBackend(Backend):
+    name = "tfserving"
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        super().__init__(settings, settings.tfserving_url)
+        self._paths = {m: f"/v1/models/{m}:predict" for m in settings.model_list}
+        self.implementation = "unknown"
+
+    def predict_path(self, model: str) -> str:
+        return self._paths[model]
+
+    def error_message(self, response: httpx.Response) -> str:
+        try:
+            return str(orjson.loads(response.content).get("error"))[:300]
+        except (orjson.JSONDecodeError, AttributeError):
+            return response.text[:300]
+
+    async def model_state(self, model: str) -> str:
+        try:
+            r = await self.client.get(f"/v1/models/{model}", timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"DOWN ({type(exc).__name__})"
+        self.implementation = r.headers.get("x-tf-serving-implementation", "tensorflow_model_server")
+        if r.status_code != 200:
+            return f"NOT LOADED ({r.status_code})"
+        states = [v.get("state") for v in r.json().get("model_version_status", [])]
+        return "READY" if "AVAILABLE" in states else ",".join(map(str, states)) or "NO VERSION"

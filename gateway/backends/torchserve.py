@@ -1,0 +1,47 @@
+"""TorchServe: predictions on the inference API, model state from the management API."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from gateway.backends.base import Backend, make_client
+from twinserve.settings import GatewaySettings
+
+
+class TorchServeBackend(Backend):
+    name = "torchserve"
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        super().__init__(settings, settings.torchserve_url)
+        self.management = make_client(settings, settings.torchserve_management_url)
+        if settings.torchserve_token:  # token authorisation left on: send the inference key
+            self.headers["Authorization"] = f"Bearer {settings.torchserve_token}"
+        self._paths = {m: f"/predictions/{m}" for m in settings.model_list}
+
+    def predict_path(self, model: str) -> str:
+        return self._paths[model]
+
+    def error_message(self, response: httpx.Response) -> str:
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return response.text[:300]
+        if isinstance(data, dict):
+            return str(data.get("error") or data.get("message") or data)[:300]
+        return str(data)[:300]
+
+    async def model_state(self, model: str) -> str:
+        try:
+            r = await self.management.get(f"/models/{model}", timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"DOWN ({type(exc).__name__})"
+        if r.status_code != 200:
+            return f"NOT LOADED ({r.status_code})"
+        workers = r.json()[0].get("workers", [])
+        ready = sum(1 for w in workers if w.get("status") == "READY")
+        return "READY" if workers and ready == len(workers) else f"{ready}/{len(workers)} workers ready"
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.management.aclose()

@@ -1,0 +1,204 @@
+"""The one data plane under both protocols: validate, route, call, fail over, mirror, compare.
+
+Protocol modules turn HTTP into an `Inference` and back; backend clients turn
+V1 JSON into calls to their stack. Everything here is protocol- and
+wire-format-free. Routing tables, paths and weights are computed once at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from gateway import metrics
+from gateway.backends.base import Backend, BackendError, UpstreamResult
+from gateway.errors import GatewayError
+from gateway.resilience import CircuitBreaker, ConcurrencyLimit
+from gateway.validation import outputs_of
+from models.spec import ModelSpec, get_spec
+from twinserve.settings import GatewaySettings
+
+log = logging.getLogger("twinserve.gateway")
+
+BACKEND_NAMES = ("torchserve", "tfserving")
+
+
+@dataclass
+class Inference:
+    """A validated request: the model, the rows, and the V1 body to forward."""
+
+    spec: ModelSpec
+    rows: np.ndarray
+    body: bytes
+    row_format: bool
+
+
+@dataclass
+class Served:
+    result: UpstreamResult
+    failover_from: str | None = None
+
+
+def v1_body(rows: np.ndarray) -> bytes:
+    return orjson.dumps({"instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class DataPlane:
+    def __init__(self, settings: GatewaySettings, backends: dict[str, Backend]) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.specs = {name: get_spec(name) for name in settings.model_list}
+        self.breakers = {n: CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s) for n in backends}
+        self.limits = {n: ConcurrencyLimit(settings.max_in_flight) for n in backends}
+        self.other = {"torchserve": "tfserving", "tfserving": "torchserve"}
+        weights = settings.weight_map
+        total = sum(weights.get(n, 0.0) for n in BACKEND_NAMES) or 1.0
+        self.torchserve_share = weights.get("torchserve", 0.0) / total
+        self.background: set[asyncio.Task] = set()
+        for n in backends:
+            metrics.CIRCUIT.labels(n).set(0)
+
+    # lookup ------------------------------------------------------------------
+    def spec(self, model: str) -> ModelSpec:
+        spec = self.specs.get(model)
+        if spec is None:
+            raise GatewayError(404, "unknown_model", f"unknown model {model!r}; served models: {', '.join(self.specs)}")
+        return spec
+
+    def check_backend(self, name: str | None) -> str | None:
+        if name is None or name == "":
+            return None
+        if name not in self.backends:
+            raise GatewayError(400, "unknown_backend", f"unknown backend {name!r}; choose one of {', '.join(self.backends)}")
+        return name
+
+    def choose(self, override: str | None) -> str:
+        if override:
+            return override
+        if self.settings.routing == "weighted":
+            return "torchserve" if random.random() < self.torchserve_share else "tfserving"
+        return self.settings.primary
+
+    # calls -------------------------------------------------------------------
+    async def call(self, name: str, inf: Inference, request_id: str) -> UpstreamResult:
+        """One upstream call through the backend's breaker and concurrency limit."""
+        breaker, limit = self.breakers[name], self.limits[name]
+        if not breaker.allow():
+            raise GatewayError(503, "circuit_open", f"{name} is failing; its circuit is open for {breaker.retry_after():.1f} s more", name, {"Retry-After": str(max(1, round(breaker.retry_after())))})
+        if not limit.try_acquire():
+            if breaker.state == CircuitBreaker.HALF_OPEN:
+                breaker.probing = False
+            metrics.REJECTED.labels("concurrency_limit").inc()
+            raise GatewayError(429, "overloaded", f"{name} has {limit.limit} requests in flight; retry shortly", name, {"Retry-After": "1"})
+        gauge = metrics.IN_FLIGHT.labels(name)
+        gauge.inc()
+        try:
+            result = await self.backends[name].predict(inf.spec.name, inf.body, request_id)
+        except BackendError as exc:
+            if exc.kind in ("rejected", "overloaded"):
+                breaker.success()  # the stack answered: it is alive
+                status = 429 if exc.kind == "overloaded" else (exc.status or 400)
+                raise GatewayError(status, "backend_rejected" if status != 429 else "overloaded", exc.message, name) from None
+            breaker.failure()
+            metrics.CIRCUIT.labels(name).set(1 if breaker.state == CircuitBreaker.OPEN else 0)
+            status = {"timeout": 504, "unavailable": 503}.get(exc.kind, 502)
+            raise GatewayError(status, f"backend_{exc.kind}", exc.message, name) from None
+        finally:
+            limit.release()
+            gauge.dec()
+        breaker.success()
+        metrics.CIRCUIT.labels(name).set(0)
+        metrics.UPSTREAM.labels(inf.spec.name, name).observe(result.seconds)
+        return result
+
+    async def infer(self, inf: Inference, override: str | None, request_id: str) -> Served:
+        primary = self.choose(override)
+        try:
+            result = await self.call(primary, inf, request_id)
+        except GatewayError as exc:
+            if not self.settings.failover or exc.status < 500:
+                raise
+            fallback = self.other[primary]
+            try:
+                result = await self.call(fallback, inf, request_id)
+            except GatewayError as second:
+                if second.status < 500:
+                    raise
+                raise GatewayError(exc.status, exc.type, f"{exc.message}; failover to {fallback} failed too: {second.message}", exc.backend, exc.headers) from None
+            metrics.FAILOVERS.labels(inf.spec.name, primary, fallback).inc()
+            log.warning("request %s: %s failed (%s), served by %s", request_id, primary, exc.message, fallback)
+            return Served(result, failover_from=primary)
+        if self.settings.routing == "mirror" and override is None:
+            self._mirror(inf, result, request_id)
+        return Served(result)
+
+    # mirror ------------------------------------------------------------------
+    def _mirror(self, inf: Inference, primary: UpstreamResult, request_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._shadow(inf, primary, request_id))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _shadow(self, inf: Inference, primary: UpstreamResult, request_id: str) -> None:
+        target = self.other[primary.backend]
+        try:
+            shadow = await self.call(target, inf, request_id)
+            diff = float(np.abs(outputs_of(primary.body, primary.backend) - outputs_of(shadow.body, target)).max())
+            result = "agree" if diff <= 1e-4 else "disagree"
+            if result == "disagree":
+                log.warning("request %s: mirror disagreement on %s, max |diff| %.3g", request_id, inf.spec.name, diff)
+        except GatewayError as exc:
+            result = "skipped" if exc.status == 429 or exc.type == "circuit_open" else "error"
+        except Exception:  # a mirror must never surface to the client
+            log.exception("mirror of request %s failed", request_id)
+            result = "error"
+        metrics.MIRROR.labels(inf.spec.name, result).inc()
+
+    # compare -----------------------------------------------------------------
+    async def compare(self, inf: Inference, request_id: str) -> dict:
+        names = list(BACKEND_NAMES)
+        results = await asyncio.gather(*(self.call(n, inf, request_id) for n in names), return_exceptions=True)
+        out: dict = {"model": inf.spec.name, "instances": int(inf.rows.shape[0]), "results": {}}
+        probs: dict[str, np.ndarray] = {}
+        for name, res in zip(names, results):
+            if isinstance(res, GatewayError):
+                out["results"][name] = {"error": {"type": res.type, "message": res.message}}
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                probs[name] = outputs_of(res.body, name)
+                out["results"][name] = {"predictions": probs[name].tolist(), "latency_ms": round(res.seconds * 1000, 3)}
+        if len(probs) == 2:
+            a, b = probs["torchserve"], probs["tfserving"]
+            out["max_abs_diff"] = float(np.abs(a - b).max())
+            out["classes_agree"] = bool((a.argmax(-1) == b.argmax(-1)).all())
+            out["classes"] = {"torchserve": a.argmax(-1).tolist(), "tfserving": b.argmax(-1).tolist()}
+        else:
+            out["max_abs_diff"] = None
+            out["classes_agree"] = None
+            if not probs:
+                first = next(r for r in results if isinstance(r, GatewayError))
+                raise GatewayError(first.status, "all_backends_failed", "; ".join(f"{n}: {out['results'][n]['error']['message']}" for n in names), None)
+        return out
+
+    # state -------------------------------------------------------------------
+    async def model_states(self) -> dict[str, dict[str, str]]:
+        names = list(self.specs)
+        backends = list(self.backends)
+        states = await asyncio.gather(*(self.backends[b].model_state(m) for m in names for b in backends))
+        it = iter(states)
+        return {m: {b: next(it) for b in backends} for m in names}
+
+    def circuits(self) -> dict[str, str]:
+        return {n: b.state for n, b in self.breakers.items()}
+
+    async def aclose(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        for backend in self.backends.values():
+            await backend.aclose()
+

@@ -1,0 +1,27 @@
+"""The gateway's one error shape: {"error": {"type", "message", "backend"}}, never a traceback."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, type_: str, message: str, backend: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.backend = backend
+        self.headers = headers or {}
+
+    def response(self, request_id: str | None = None) -> Response:
+        headers = dict(self.headers)
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        body = orjson.dumps({"error": {"type": self.type, "message": self.message, "backend": self.backend}})
+        return Response(body, status_code=self.status, media_type="application/json", headers=headers)
+
+
+def bad_request(message: str, type_: str = "invalid_input") -> GatewayError:
+    return GatewayError(400, type_, message)

@@ -1,0 +1,68 @@
+"""How to start the gateway natively (uvicorn, loopback) and tell when it is ready."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+
+from services.supervisor import Launch
+from twinserve.settings import GatewaySettings, StackSettings
+
+
+def gateway_env(stack: StackSettings) -> dict[str, str]:
+    """Point the gateway at the stack's ports; any TWINSERVE_GATEWAY_* already set still wins."""
+    h = stack.host
+    return {
+        "TWINSERVE_GATEWAY_TORCHSERVE_URL": f"http://{h}:{stack.torchserve_inference_port}",
+        "TWINSERVE_GATEWAY_TORCHSERVE_MANAGEMENT_URL": f"http://{h}:{stack.torchserve_management_port}",
+        "TWINSERVE_GATEWAY_TFSERVING_URL": f"http://{h}:{stack.tfserving_rest_port}",
+        "TWINSERVE_GATEWAY_MODELS": stack.models,
+        "TWINSERVE_GATEWAY_PORT": str(stack.gateway_port),
+        "TWINSERVE_GATEWAY_HOST": stack.host,
+    }
+
+
+def command(host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+        "--host", host, "--port", str(port), "--workers", str(workers),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]
+
+
+def model_states(stack: StackSettings, timeout: float = 2.0) -> dict[str, str]:
+    try:
+        r = httpx.get(f"http://{stack.host}:{stack.gateway_port}/readyz", timeout=timeout)
+        data = r.json()
+    except (httpx.HTTPError, ValueError):
+        return {m: "DOWN" for m in stack.model_list}
+    return {m: ", ".join(f"{b} {s}" for b, s in backends.items()) for m, backends in data.get("models", {}).items()}
+
+
+def launch(stack: StackSettings, run_dir: Path) -> Launch:
+    import os
+
+    env = gateway_env(stack)
+    env.update({k: v for k, v in os.environ.items() if k.startswith("TWINSERVE_GATEWAY_") and k not in ("TWINSERVE_GATEWAY_PORT", "TWINSERVE_GATEWAY_HOST")})
+    settings = GatewaySettings(**{k[len("TWINSERVE_GATEWAY_"):].lower(): v for k, v in env.items()})
+    url = f"http://{stack.host}:{stack.gateway_port}"
+
+    def ready() -> tuple[bool, str]:
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=1.0)
+        except httpx.HTTPError:
+            return False, "starting"
+        return r.status_code == 200, "ready" if r.status_code == 200 else "waiting for backends"
+
+    return Launch(
+        name="gateway",
+        cmd=command(stack.host, stack.gateway_port, settings.workers),
+        ports=[stack.gateway_port],
+        ready=ready,
+        urls={"api": url, "docs": f"{url}/docs", "metrics": f"{url}/metrics"},
+        implementation=f"FastAPI gateway ({settings.workers} worker(s), {settings.transport} transport, routing {settings.routing})",
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )

@@ -1,0 +1,21 @@
+"""The gateway's Prometheus metrics (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("twinserve_gateway_requests", "Requests answered, by model, backend, endpoint and status.", ["model", "backend", "endpoint", "status"], registry=REGISTRY)
+LATENCY = Histogram("twinserve_gateway_request_seconds", "Gateway request latency.", ["model", "backend", "endpoint"], buckets=BUCKETS, registry=REGISTRY)
+UPSTREAM = Histogram("twinserve_gateway_upstream_seconds", "Upstream call latency.", ["model", "backend"], buckets=BUCKETS, registry=REGISTRY)
+IN_FLIGHT = Gauge("twinserve_gateway_in_flight", "Upstream requests in flight.", ["backend"], registry=REGISTRY)
+FAILOVERS = Counter("twinserve_gateway_failovers", "Requests served by the other stack after a failure.", ["model", "from_backend", "to_backend"], registry=REGISTRY)
+MIRROR = Counter("twinserve_gateway_mirror", "Mirrored requests by outcome (agree, disagree, error, skipped).", ["model", "result"], registry=REGISTRY)
+CIRCUIT = Gauge("twinserve_gateway_circuit_open", "1 while a backend's circuit is open.", ["backend"], registry=REGISTRY)
+REJECTED = Counter("twinserve_gateway_rejected", "Requests rejected before any backend call, by reason.", ["reason"], registry=REGISTRY)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,110 @@
+"""TensorFlow Serving's V1 REST protocol (also KServe V1's shape): predict, plus compare and model info."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.dataplane import DataPlane, Inference
+from gateway.errors import GatewayError
+from gateway.http import Outcome, backend_override, read_body, request_id
+from gateway.schemas import CompareResponse, ModelInfo, ModelList, PredictRequest, PredictResponse, error_responses, request_body
+from gateway.validation import parse_json, v1_instances
+
+router = APIRouter(tags=["V1 (TensorFlow Serving REST)"])
+
+BACKEND_PARAM = {"parameters": [{"name": "backend", "in": "query", "required": False, "schema": {"type": "string", "enum": ["torchserve", "tfserving"]}, "description": "serve from this stack (or send the X-Backend header)"}]}
+
+
+async def _inference(request: Request, plane: DataPlane, model: str, outcome: Outcome) -> Inference:
+    spec = plane.spec(model)
+    outcome.model = model
+    raw = await read_body(request, plane.settings.max_body_bytes)
+    rows, row_format = v1_instances(parse_json(raw), spec)
+    return Inference(spec, rows, raw, row_format)
+
+
+@router.post(
+    "/v1/models/{model}:predict",
+    summary="Predict (TF Serving request and response bodies)",
+    response_model=PredictResponse,
+    responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    openapi_extra={**request_body(PredictRequest), **BACKEND_PARAM},
+)
+async def predict(model: str, request: Request) -> Response:
+    plane: DataPlane = request.app.state.plane
+    rid = request_id(request)
+    outcome = Outcome("predict")
+    try:
+        override = plane.check_backend(backend_override(request))
+        inf = await _inference(request, plane, model, outcome)
+        served = await plane.infer(inf, override, rid)
+        result = served.result
+        outcome.backend, outcome.status = result.backend, 200
+        headers = {"X-Backend": result.backend, "X-Upstream-Ms": f"{result.seconds * 1000:.3f}", "X-Request-ID": rid}
+        if served.failover_from:
+            headers["X-Failover-From"] = served.failover_from
+        return Response(result.body, media_type="application/json", headers=headers)
+    except GatewayError as exc:
+        outcome.status, outcome.backend = exc.status, exc.backend or "none"
+        return exc.response(rid)
+    finally:
+        outcome.record()
+
+
+@router.post(
+    "/v1/models/{model}:compare",
+    summary="Send one request to both stacks and compare their answers",
+    response_model=CompareResponse,
+    responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    openapi_extra=request_body(PredictRequest),
+)
+async def compare(model: str, request: Request) -> Response:
+    plane: DataPlane = request.app.state.plane
+    rid = request_id(request)
+    outcome = Outcome("compare", backend="both")
+    try:
+        inf = await _inference(request, plane, model, outcome)
+        body = await plane.compare(inf, rid)
+        outcome.status = 200
+        return Response(orjson.dumps(body), media_type="application/json", headers={"X-Request-ID": rid})
+    except GatewayError as exc:
+        outcome.status = exc.status
+        return exc.response(rid)
+    finally:
+        outcome.record()
+
+
+def model_info(plane: DataPlane, name: str, states: dict[str, str]) -> dict:
+    spec = plane.spec(name)
+    return {
+        "name": spec.name,
+        "input_name": spec.input_name,
+        "dtype": spec.dtype,
+        "shape": list(spec.shape),
+        "output_name": spec.output_name,
+        "labels": list(spec.labels),
+        "synthetic": spec.synthetic,
+        "description": spec.description,
+        "max_batch": spec.max_batch,
+        "backends": states,
+    }
+
+
+@router.get("/v1/models", summary="Every model's spec and its state on each backend", response_model=ModelList)
+async def list_models(request: Request) -> Response:
+    plane: DataPlane = request.app.state.plane
+    states = await plane.model_states()
+    return Response(orjson.dumps({"models": [model_info(plane, m, states[m]) for m in plane.specs]}), media_type="application/json")
+
+
+@router.get("/v1/models/{model}", summary="One model's spec and its state on each backend", response_model=ModelInfo, responses=error_responses(404))
+async def get_model(model: str, request: Request) -> Response:
+    plane: DataPlane = request.app.state.plane
+    try:
+        plane.spec(model)
+    except GatewayError as exc:
+        return exc.response()
+    states = await plane.model_states()
+    return Response(orjson.dumps(model_info(plane, model, states[model])), media_type="application/json")

@@ -1,0 +1,134 @@
+"""Request and response shapes for the OpenAPI schema. The hot path does not build these:
+bodies are validated with numpy and forwarded as bytes; these models document them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="machine-readable error kind, e.g. invalid_shape, unknown_model, backend_timeout")
+    message: str
+    backend: str | None = Field(None, description="the backend the error concerns, if any")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class PredictRequest(BaseModel):
+    """TensorFlow Serving's predict body: exactly one of `instances` or `inputs`."""
+
+    signature_name: str | None = Field(None, description="only 'serving_default'")
+    instances: list[Any] | None = Field(None, description="row format: one entry per instance")
+    inputs: Any | None = Field(None, description="columnar format: one tensor, or {input_name: tensor}")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Any] | None = Field(None, description="for a row-format request: class probabilities per instance")
+    outputs: Any | None = Field(None, description="for a columnar request")
+
+
+class BackendResult(BaseModel):
+    predictions: list[list[float]] | None = None
+    latency_ms: float | None = None
+    error: dict[str, str] | None = None
+
+
+class CompareResponse(BaseModel):
+    model: str
+    instances: int
+    results: dict[str, BackendResult]
+    max_abs_diff: float | None
+    classes_agree: bool | None
+    classes: dict[str, list[int]] | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    input_name: str
+    dtype: str
+    shape: list[int]
+    output_name: str
+    labels: list[str]
+    synthetic: bool
+    description: str
+    max_batch: int
+    backends: dict[str, str] = Field(description="state of the model on each backend")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class V2Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Literal["FP32", "FP64", "INT32", "INT64"] | str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2OutputRequest(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2OutputRequest] | None = None
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2Tensor]
+
+
+class V2TensorMeta(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMeta]
+    outputs: list[V2TensorMeta]
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+REQUEST_MODELS: list[type[BaseModel]] = [PredictRequest, V2InferRequest]
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra that documents a body the route reads as raw bytes."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def request_components() -> dict[str, Any]:
+    """Component schemas for the request models, merged into the OpenAPI document once."""
+    out: dict[str, Any] = {}
+    for model in REQUEST_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out

@@ -1,0 +1,88 @@
+"""The native stack as a whole: which services, started in which order, and their status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from services import supervisor
+from services.supervisor import Launch, Running, Supervisor
+from twinserve.settings import StackSettings
+
+SERVICES = ("torchserve", "tfserving", "gateway")
+
+
+def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES) -> list[Launch]:
+    from services.tfserving import launcher as tf_launcher
+    from services.torchserve import launcher as ts_launcher
+
+    run_dir = settings.run_dir
+    out = []
+    if "torchserve" in names:
+        out.append(ts_launcher.launch(settings, run_dir))
+    if "tfserving" in names:
+        out.append(tf_launcher.launch(settings, run_dir))
+    if "gateway" in names:
+        from gateway import launcher as gw_launcher
+
+        out.append(gw_launcher.launch(settings, run_dir))
+    return out
+
+
+def up(settings: StackSettings, names: tuple[str, ...] = SERVICES, on_wait: Callable[[str], None] | None = None) -> dict[str, Running]:
+    sup = Supervisor(settings.run_dir)
+    backends = [l for l in launches(settings, names) if l.name != "gateway"]
+    started = sup.start(backends, settings.startup_timeout_s, on_wait=on_wait)
+    if "gateway" in names:
+        gateway = [l for l in launches(settings, ("gateway",))]
+        try:
+            started = sup.start(gateway, settings.startup_timeout_s, log_dir=sup.log_dir(), on_wait=on_wait)
+        except BaseException:
+            sup.stop([l.name for l in backends])
+            raise
+    return started
+
+
+def down(settings: StackSettings, names: list[str] | None = None) -> list[str]:
+    return Supervisor(settings.run_dir).stop(names)
+
+
+def status(settings: StackSettings) -> list[dict]:
+    """One row per known service: running or not, pid, urls, implementation, model states."""
+    from services.tfserving import launcher as tf_launcher
+    from services.torchserve import launcher as ts_launcher
+
+    recorded = Supervisor(settings.run_dir).load()
+    rows = []
+    for name in SERVICES:
+        svc = recorded.get(name)
+        alive = bool(svc and supervisor.group_alive(svc.pgid))
+        models: dict[str, str] = {}
+        if name == "torchserve":
+            models = ts_launcher.model_states(settings, timeout=1.0)
+        elif name == "tfserving":
+            models = tf_launcher.model_states(settings, timeout=1.0)
+        elif name == "gateway":
+            from gateway import launcher as gw_launcher
+
+            models = gw_launcher.model_states(settings, timeout=1.0)
+        if name == "tfserving" and svc is None:
+            implementation = tf_launcher.choose(settings)[1] + " (would run)"
+        else:
+            implementation = svc.implementation if svc else ""
+        rows.append(
+            {
+                "service": name,
+                "running": alive,
+                "pid": svc.pid if svc else None,
+                "urls": svc.urls if svc else {},
+                "implementation": implementation,
+                "models": models,
+                "log": svc.log if svc else None,
+            }
+        )
+    return rows
+
+
+def log_dir(settings: StackSettings) -> Path | None:
+    return Supervisor(settings.run_dir).log_dir()

@@ -1,0 +1,251 @@
+"""Start, watch and stop the native services, with a state file so that `status` and `down` find them.
+
+Each service runs in its own session (process group): TorchServe's CLI, its
+Java frontend and its Python workers all share it, so one signal to the group
+stops every one of them and no Java process is left behind. A start that fails
+stops whatever this run had already started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+STATE_FILE = "state.json"
+
+
+class SupervisorError(RuntimeError):
+    pass
+
+
+@dataclass
+class Launch:
+    """How to start one service and how to tell that it is ready."""
+
+    name: str
+    cmd: list[str]
+    ports: list[int]
+    ready: Callable[[], tuple[bool, str]]  # (ready?, detail)
+    urls: dict[str, str]
+    implementation: str
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Running:
+    name: str
+    pid: int
+    pgid: int
+    cmd: list[str]
+    log: str
+    urls: dict[str, str]
+    implementation: str
+    started_at: float
+    extra: dict = field(default_factory=dict)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # killpg succeeds while zombies remain: look for a live member
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().split(")")[-1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def stop_group(pgid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after the timeout."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(50):
+        _reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.1)
+
+
+def _reap() -> None:
+    """Collect exited children of this process, so they do not linger as zombies."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def tail(path: str | Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.state_path = run_dir / STATE_FILE
+
+    # state ---------------------------------------------------------------
+    def load(self) -> dict[str, Running]:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {name: Running(**svc) for name, svc in data.get("services", {}).items()}
+
+    def save(self, services: dict[str, Running], log_dir: Path | None = None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        current = {}
+        try:
+            current = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            pass
+        data = {"services": {n: asdict(s) for n, s in services.items()}, "log_dir": str(log_dir or current.get("log_dir", ""))}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.state_path)
+
+    def log_dir(self) -> Path | None:
+        try:
+            value = json.loads(self.state_path.read_text()).get("log_dir")
+        except (OSError, ValueError):
+            return None
+        return Path(value) if value else None
+
+    def running(self) -> dict[str, Running]:
+        return {n: s for n, s in self.load().items() if group_alive(s.pgid)}
+
+    # start and stop --------------------------------------------------------
+    def start(self, launches: list[Launch], timeout: float, log_dir: Path | None = None, on_wait: Callable[[str], None] | None = None) -> dict[str, Running]:
+        """Start every launch, wait until each is ready; on any failure stop what this call started and raise."""
+        existing = self.running()
+        clash = [l.name for l in launches if l.name in existing]
+        if clash:
+            raise SupervisorError(f"already running: {', '.join(clash)} (see `twinserve status`, or `twinserve down`)")
+        for launch in launches:
+            host = "127.0.0.1"
+            busy = [p for p in launch.ports if port_in_use(host, p)]
+            if busy:
+                raise SupervisorError(f"{launch.name}: port(s) {', '.join(map(str, busy))} already in use; free them or choose others (see README, Configuration)")
+        log_dir = log_dir or self.run_dir / "logs" / time.strftime("%Y%m%d-%H%M%S")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        started: dict[str, Running] = dict(existing)
+        procs: dict[str, subprocess.Popen] = {}
+        try:
+            for launch in launches:
+                log_path = log_dir / f"{launch.name}.log"
+                log = open(log_path, "ab")
+                env = {**os.environ, **launch.env}
+                try:
+                    proc = subprocess.Popen(launch.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=launch.cwd, start_new_session=True)
+                except OSError as exc:
+                    raise SupervisorError(f"{launch.name}: cannot start {launch.cmd[0]}: {exc}") from None
+                finally:
+                    log.close()
+                procs[launch.name] = proc
+                started[launch.name] = Running(launch.name, proc.pid, proc.pid, launch.cmd, str(log_path), launch.urls, launch.implementation, time.time(), launch.extra)
+                self.save(started, log_dir)
+            self._wait(launches, procs, timeout, on_wait)
+        except BaseException:
+            for name in procs:
+                stop_group(started[name].pgid)
+                started.pop(name, None)
+            self.save(started, log_dir) if started else self.clear()
+            raise
+        return started
+
+    def _wait(self, launches: list[Launch], procs: dict[str, subprocess.Popen], timeout: float, on_wait: Callable[[str], None] | None) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {l.name: l for l in launches}
+        details: dict[str, str] = {}
+        while pending:
+            for name, launch in list(pending.items()):
+                proc = procs[name]
+                if proc.poll() is not None:
+                    log = self.load().get(name)
+                    raise SupervisorError(f"{name} exited with code {proc.returncode} while starting; last log lines:\n{tail(log.log) if log else ''}")
+                ok, detail = launch.ready()
+                details[name] = detail
+                if ok:
+                    del pending[name]
+            if not pending:
+                return
+            if on_wait:
+                on_wait("; ".join(f"{n}: {details.get(n, 'starting')}" for n in pending))
+            if time.monotonic() > deadline:
+                raise SupervisorError("not ready after {:.0f} s: {}".format(timeout, "; ".join(f"{n} ({details.get(n, 'starting')})" for n in pending)))
+            time.sleep(0.5)
+
+    def stop(self, names: list[str] | None = None) -> list[str]:
+        services = self.load()
+        stopped = []
+        for name, svc in list(services.items()):
+            if names and name not in names:
+                continue
+            stop_group(svc.pgid)
+            tmp = svc.extra.get("temp_dir")
+            if tmp:
+                for leftover in Path(tmp).glob(".*"):
+                    if leftover.name.startswith((".model_server.pid", ".ts.sock")):
+                        leftover.unlink(missing_ok=True)
+            services.pop(name)
+            stopped.append(name)
+        if services:
+            self.save(services)
+        else:
+            self.clear()
+        return stopped
+
+    def clear(self) -> None:
+        self.state_path.unlink(missing_ok=True)

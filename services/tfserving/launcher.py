@@ -1,0 +1,91 @@
+"""How to start the native TF backend: the real tensorflow_model_server when on PATH, else the compatible server."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+
+from services.supervisor import Launch
+from services.tfserving import config
+from twinserve.settings import StackSettings
+
+BINARY = "tensorflow_model_server"
+COMPAT_NAME = "twinserve TF-Serving-compatible server (NOT TensorFlow Serving)"
+
+
+def choose(settings: StackSettings) -> tuple[list[str], str]:
+    """The command prefix and the implementation label that every status and report shows."""
+    binary = shutil.which(BINARY)
+    if settings.tf_backend == "binary" and not binary:
+        raise FileNotFoundError(f"TWINSERVE_TF_BACKEND=binary but {BINARY} is not on PATH")
+    if binary and settings.tf_backend != "compat":
+        return [binary], f"TensorFlow Serving ({binary})"
+    from importlib import metadata
+
+    return [sys.executable, "-m", "services.tfserving.compat.server"], f"{COMPAT_NAME}, TensorFlow {metadata.version('tensorflow')}"
+
+
+def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
+    base = f"http://{settings.host}:{settings.tfserving_rest_port}"
+    states: dict[str, str] = {}
+    with httpx.Client(timeout=timeout) as client:
+        for name in settings.model_list:
+            try:
+                r = client.get(f"{base}/v1/models/{name}")
+            except httpx.HTTPError:
+                states[name] = "DOWN"
+                continue
+            if r.status_code != 200:
+                states[name] = f"NOT LOADED ({r.status_code})"
+                continue
+            versions = r.json().get("model_version_status", [])
+            states[name] = "READY" if any(v.get("state") == "AVAILABLE" for v in versions) else ",".join(v.get("state", "?") for v in versions) or "NO VERSION"
+    return states
+
+
+def launch(settings: StackSettings, run_dir: Path) -> Launch:
+    work = run_dir / "tfserving"
+    work.mkdir(parents=True, exist_ok=True)
+    base = (settings.build_dir / "tfserving").resolve()
+    missing = [n for n in settings.model_list if not any((base / n).glob("*/saved_model.pb"))]
+    if missing:
+        raise FileNotFoundError(f"SavedModels missing under {base}: {', '.join(missing)} (run `twinserve export`)")
+    files = config.write_all(settings, base, work)
+    prefix, implementation = choose(settings)
+    cmd = [
+        *prefix,
+        f"--port={settings.tfserving_grpc_port}",
+        f"--rest_api_port={settings.tfserving_rest_port}",
+        f"--model_config_file={files['models']}",
+        "--enable_batching=true",
+        f"--batching_parameters_file={files['batching']}",
+        f"--monitoring_config_file={files['monitoring']}",
+        f"--tensorflow_intra_op_parallelism={settings.tf_threads}",
+        f"--tensorflow_inter_op_parallelism={settings.tf_threads}",
+    ]
+    if prefix[0] != shutil.which(BINARY):
+        # the compatible server can bind loopback only; the real binary binds all interfaces
+        cmd += [f"--rest_api_host={settings.host}", f"--grpc_host={settings.host}"]
+    h = settings.host
+
+    def ready() -> tuple[bool, str]:
+        states = model_states(settings, timeout=1.0)
+        return all(s == "READY" for s in states.values()), ", ".join(f"{n} {s}" for n, s in states.items())
+
+    return Launch(
+        name="tfserving",
+        cmd=cmd,
+        ports=[settings.tfserving_grpc_port, settings.tfserving_rest_port],
+        ready=ready,
+        urls={
+            "rest": f"http://{h}:{settings.tfserving_rest_port}",
+            "grpc": f"{h}:{settings.tfserving_grpc_port}",
+            "metrics": f"http://{h}:{settings.tfserving_rest_port}/monitoring/prometheus/metrics",
+        },
+        implementation=implementation,
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(settings.tf_threads)},
+        cwd=Path(__file__).resolve().parents[2],
+    )

@@ -1,0 +1,47 @@
+"""TorchServe's config.properties, rendered from the stack settings for one native run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from twinserve.settings import StackSettings
+
+
+def render(settings: StackSettings, model_store: Path) -> str:
+    models = {
+        name: {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": f"{name}.mar",
+                "minWorkers": settings.workers,
+                "maxWorkers": settings.workers,
+                "batchSize": settings.batch_size,
+                "maxBatchDelay": settings.batch_delay_ms,
+                "responseTimeout": settings.response_timeout_s,
+            }
+        }
+        for name in settings.model_list
+    }
+    h = settings.host
+    lines = [
+        f"inference_address=http://{h}:{settings.torchserve_inference_port}",
+        f"management_address=http://{h}:{settings.torchserve_management_port}",
+        f"metrics_address=http://{h}:{settings.torchserve_metrics_port}",
+        f"model_store={model_store}",
+        "load_models=" + ",".join(f"{n}.mar" for n in settings.model_list),
+        "models=" + json.dumps(models),
+        "metrics_mode=prometheus",
+        "disable_token_authorization=true",
+        "enable_model_api=false",
+        "install_py_dep_per_model=false",
+        "default_response_timeout=" + str(settings.response_timeout_s),
+        "job_queue_size=1000",
+        f"vmargs=-Xmx{settings.jvm_heap} -XX:+UseSerialGC -XX:-UsePerfData",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(settings: StackSettings, model_store: Path, path: Path) -> Path:
+    path.write_text(render(settings, model_store))
+    return path

@@ -1,0 +1,87 @@
+"""How to start the native TorchServe and tell when its models are ready."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+
+from services.supervisor import Launch
+from services.torchserve import config
+from twinserve.settings import StackSettings
+
+
+def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
+    """READY when every worker of the model is READY; the worker states otherwise; DOWN when unreachable."""
+    base = f"http://{settings.host}:{settings.torchserve_management_port}"
+    states: dict[str, str] = {}
+    with httpx.Client(timeout=timeout) as client:
+        for name in settings.model_list:
+            try:
+                r = client.get(f"{base}/models/{name}")
+            except httpx.HTTPError:
+                states[name] = "DOWN"
+                continue
+            if r.status_code != 200:
+                states[name] = f"NOT LOADED ({r.status_code})"
+                continue
+            workers = r.json()[0].get("workers", [])
+            ready = [w for w in workers if w.get("status") == "READY"]
+            states[name] = "READY" if workers and len(ready) == len(workers) else f"{len(ready)}/{len(workers)} workers ready"
+    return states
+
+
+def launch(settings: StackSettings, run_dir: Path) -> Launch:
+    work = run_dir / "torchserve"
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    store = (settings.build_dir / "model-store").resolve()
+    missing = [n for n in settings.model_list if not (store / f"{n}.mar").exists()]
+    if missing:
+        raise FileNotFoundError(f"TorchServe archives missing in {store}: {', '.join(missing)} (run `twinserve export`)")
+    cfg = config.write(settings, store, work / "config.properties")
+    cmd = [
+        str(Path(sys.executable).parent / "torchserve"),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--disable-token-auth",
+        "--ts-config", str(cfg),
+        "--model-store", str(store),
+    ]
+    env = {
+        "TEMP": str(tmp),  # pid file and worker sockets: one folder per instance
+        "LOG_LOCATION": str(work / "logs"),
+        "METRICS_LOCATION": str(work / "logs"),
+        "OMP_NUM_THREADS": str(settings.torch_threads),
+        "MKL_NUM_THREADS": str(settings.torch_threads),
+        "TWINSERVE_TORCH_THREADS": str(settings.torch_threads),
+    }
+    h = settings.host
+
+    def ready() -> tuple[bool, str]:
+        states = model_states(settings, timeout=1.0)
+        return all(s == "READY" for s in states.values()), ", ".join(f"{n} {s}" for n, s in states.items())
+
+    return Launch(
+        name="torchserve",
+        cmd=cmd,
+        ports=[settings.torchserve_inference_port, settings.torchserve_management_port, settings.torchserve_metrics_port],
+        ready=ready,
+        urls={
+            "inference": f"http://{h}:{settings.torchserve_inference_port}",
+            "management": f"http://{h}:{settings.torchserve_management_port}",
+            "metrics": f"http://{h}:{settings.torchserve_metrics_port}/metrics",
+        },
+        implementation=f"TorchServe {_version('torchserve')}",
+        env=env,
+        cwd=work,
+        extra={"temp_dir": str(tmp)},
+    )
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    return metadata.version(dist)
