@@ -19,3 +19,89 @@ def build_dir() -> Path:
     for name in MODEL_NAMES:
         export_model(name, DEFAULT_BUILD)
     return DEFAULT_BUILD
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stack_settings(run_dir: Path, build: Path, models: str = "digits,tabular,resnet", **extra: object):
+    """Settings for a native stack on free loopback ports, so tests never clash with a running `twinserve up`."""
+    from twinserve.settings import StackSettings
+
+    return StackSettings(
+        torchserve_inference_port=free_port(),
+        torchserve_management_port=free_port(),
+        torchserve_metrics_port=free_port(),
+        tfserving_grpc_port=free_port(),
+        tfserving_rest_port=free_port(),
+        gateway_port=free_port(),
+        run_dir=run_dir,
+        build_dir=build,
+        models=models,
+        **extra,
+    )
+
+
+def group_members(pgids: list[int]) -> list[int]:
+    """Live (non-zombie) processes in the given process groups."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().split(")")[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.fixture(scope="session")
+def stack(build_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """TorchServe, the TF backend and the gateway, started once by the project's own launcher."""
+    from services import stack as native
+
+    settings = stack_settings(tmp_path_factory.mktemp("run"), build_dir)
+    started = native.up(settings)
+    pgids = [svc.pgid for svc in started.values()]
+    try:
+        yield settings
+    finally:
+        native.down(settings)
+        leftover = group_members(pgids)
+        assert not leftover, f"processes left behind after down: {leftover}"
+
+
+@pytest.fixture(scope="session")
+def urls(stack) -> dict[str, str]:
+    h = stack.host
+    return {
+        "torchserve": f"http://{h}:{stack.torchserve_inference_port}",
+        "management": f"http://{h}:{stack.torchserve_management_port}",
+        "ts_metrics": f"http://{h}:{stack.torchserve_metrics_port}",
+        "tfserving": f"http://{h}:{stack.tfserving_rest_port}",
+        "grpc": f"{h}:{stack.tfserving_grpc_port}",
+        "gateway": f"http://{h}:{stack.gateway_port}",
+    }
+
+
+@pytest.fixture(scope="session")
+def samples(build_dir: Path) -> dict:
+    """Real rows for digits and tabular, seeded ones for resnet, with the exports' expected outputs."""
+    import numpy as np
+
+    from models.export import DEFAULT_SEED, Artifacts, load_savedmodel, parity_inputs
+    from models.spec import SPECS
+
+    out = {}
+    for name, spec in SPECS.items():
+        x = parity_inputs(spec, DEFAULT_SEED)[0][:32].astype(np.float32)
+        expected = load_savedmodel(Artifacts(build_dir, name).savedmodel, spec)(x)
+        out[name] = (x, expected)
+    return out
