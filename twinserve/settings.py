@@ -23,6 +23,8 @@ class StackSettings(BaseSettings):
     torchserve_inference_port: int = 8080
     torchserve_management_port: int = 8081
     torchserve_metrics_port: int = 8082
+    torchserve_grpc_inference_port: int = 7070
+    torchserve_grpc_management_port: int = 7071
     tfserving_grpc_port: int = 8500
     tfserving_rest_port: int = 8501
     gateway_port: int = 8000

@@ -45,6 +45,17 @@ def make_client(settings: GatewaySettings, base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
 
 
+def refused(exc: BaseException) -> bool:
+    """True when the cause is a refused connection. httpx-aiohttp 0.2 reports a refused
+    connection as ConnectTimeout; the aiohttp error underneath tells the truth."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or isinstance(getattr(seen, "os_error", None), ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Backend(ABC):
     name: str
 
@@ -72,7 +83,9 @@ class Backend(ABC):
                 content = response.content
         except TimeoutError:
             raise BackendError(self.name, "timeout", f"{self.name} did not answer within {self.settings.timeout_s:g} s") from None
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            if refused(exc):
+                raise BackendError(self.name, "unavailable", f"{self.name} is unreachable (connection refused)") from None
             raise BackendError(self.name, "timeout", f"{self.name} did not answer within {self.settings.timeout_s:g} s") from None
         except httpx.TransportError as exc:
             raise BackendError(self.name, "unavailable", f"{self.name} is unreachable ({type(exc).__name__})") from None

@@ -67,7 +67,13 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
     return Launch(
         name="torchserve",
         cmd=cmd,
-        ports=[settings.torchserve_inference_port, settings.torchserve_management_port, settings.torchserve_metrics_port],
+        ports=[
+            settings.torchserve_inference_port,
+            settings.torchserve_management_port,
+            settings.torchserve_metrics_port,
+            settings.torchserve_grpc_inference_port,
+            settings.torchserve_grpc_management_port,
+        ],
         ready=ready,
         urls={
             "inference": f"http://{h}:{settings.torchserve_inference_port}",

@@ -1,0 +1,72 @@
+"""Helpers for gateway tests: an in-process gateway on a real port, and a backend that never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import uvicorn
+
+from conftest import free_port
+from gateway.app import create_app
+from twinserve.settings import GatewaySettings
+
+
+@contextmanager
+def running_gateway(**settings: object) -> Iterator[str]:
+    """A real uvicorn serving the real gateway app, with the given settings, in a thread."""
+    port = free_port()
+    app = create_app(GatewaySettings(port=port, **settings))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("in-process gateway did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def hanging_backend() -> Iterator[str]:
+    """Accepts connections and reads requests but never answers: a stuck stack."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for conn in held:
+            conn.close()
+        sock.close()
+
+
+def dead_url() -> str:
+    """A loopback port with nothing listening: connection refused."""
+    return f"http://127.0.0.1:{free_port()}"
