@@ -1,9 +1,197 @@
-"""`twinserve bench` and `twinserve demo` (filled in by the load-test work)."""
+"""`twinserve bench` and `twinserve demo`: run the comparison, starting the native stack only when needed."""
 
 from __future__ import annotations
 
 import argparse
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+from twinserve.console import console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from loadtests.targets import TARGETS
+from twinserve.settings import ROOT, StackSettings
+
+DEMO = {"models": ["tabular", "resnet"], "users": 8, "duration": 8, "warmup": 3, "repetitions": 2}
+
+
+def needed_services(targets: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in targets:
+        t = TARGETS[name]
+        for svc in (t.stack, "gateway") if t.via_gateway else (t.stack,):
+            if svc not in out:
+                out.append(svc)
+    return out
+
+
+def tf_implementation(url: str, model: str, native: str | None) -> str:
+    """Which TF backend answered: the compatible server says so in a header; the real one does not."""
+    try:
+        r = httpx.get(f"{url}/v1/models/{model}", timeout=5)
+    except httpx.HTTPError:
+        return native or "unknown (unreachable)"
+    header = r.headers.get("x-tf-serving-implementation")
+    if header:
+        return f"twinserve TF-Serving-compatible server ({header}), NOT TensorFlow Serving"
+    return native or "TensorFlow Serving (tensorflow_model_server)"
+
+
+def environment(urls: dict[str, str], model: str, native_impl: str | None) -> dict:
+    from loadtests.resources import machine
+
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "torchserve", "tensorflow", "locust", "fastapi", "uvicorn", "httpx"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return {"versions": versions, "machine": machine(), "tfserving_implementation": tf_implementation(urls["tfserving"], model, native_impl)}
+
+
+def stack_config(settings: StackSettings, native: bool) -> dict:
+    if not native:
+        return {"note": "external stack: its configuration is whatever it was started with"}
+    return {
+        "batch size (TorchServe requests / TF rows)": settings.batch_size,
+        "batch delay ms": settings.batch_delay_ms,
+        "workers per model (TorchServe) / batch threads (TF)": settings.workers,
+        "torch threads per worker": settings.torch_threads,
+        "TensorFlow intra/inter-op threads": settings.tf_threads,
+        "TorchServe JVM heap": settings.jvm_heap,
+    }
+
+
+def bench(args: argparse.Namespace) -> Path:
+    from loadtests import bench as runner
+    from loadtests import report
+    from services import stack
+    from services.supervisor import Supervisor, SupervisorError
+
+    settings = StackSettings(models=",".join(args.models))
+    urls = {
+        "torchserve": f"http://{settings.host}:{settings.torchserve_inference_port}",
+        "tfserving": f"http://{settings.host}:{settings.tfserving_rest_port}",
+        "gateway": f"http://{settings.host}:{settings.gateway_port}",
+    }
+    external = dict(kv.split("=", 1) for kv in args.url or [])
+    urls.update(external)
+    native = not external
+    started: list[str] = []
+    out = Path(args.out) if args.out else ROOT / "reports" / time.strftime("%Y%m%d-%H%M%S")
+    sup = Supervisor(settings.run_dir)
+    try:
+        if native:
+            missing = [s for s in needed_services(args.targets) if s not in sup.running()]
+            if missing:
+                from twinserve.commands import ensure_artifacts
+
+                ensure_artifacts(settings)
+                with console.status(f"starting {', '.join(missing)}..."):
+                    stack.up(settings, tuple(missing))
+                started = missing
+        running = sup.running() if native else {}
+        pgids = {name: svc.pgid for name, svc in running.items()}
+        native_impl = running["tfserving"].implementation if "tfserving" in running else None
+        cfg = runner.BenchConfig(
+            models=args.models, targets=args.targets, urls=urls, out=out, profile=args.profile, users=args.users,
+            spawn_rate=args.spawn_rate or float(args.users), duration_s=args.duration, warmup_s=args.warmup,
+            repetitions=args.repetitions, rate=args.rate, ramp_users=args.ramp_users, ramp_step_s=args.ramp_step,
+            slo_p99_ms=args.slo_p99, instances=args.instances, processes=args.processes,
+        )
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("starting load...", total=None)
+            raw = runner.run(cfg, pgids, progress=lambda msg: progress.update(task, description=msg))
+        summary = runner.summarise(cfg, raw)
+        summary["environment"] = environment(urls, args.models[0], native_impl)
+        summary["stack"] = stack_config(settings, native)
+        summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}
+        summary["locust_dir"] = str(out / "locust")
+        paths = report.write(summary, out)
+    except (SupervisorError, FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise SystemExit(1) from None
+    finally:
+        if started:
+            stack.down(settings, started)
+    print_summary(summary)
+    console.print(f"report: {paths['markdown']}  (also {paths['html'].name}, summary.json, charts)")
+    return out
+
+
+def print_summary(summary: dict) -> None:
+    from loadtests.report import results_table
+
+    console.print(f"TF backend: [bold]{summary['environment']['tfserving_implementation']}[/bold]")
+    head, rows = results_table(summary)
+    table = Table(title="twinserve comparison (median over repetitions)")
+    for h in head[:11]:
+        table.add_column(h, overflow="fold")
+    for row in rows:
+        table.add_row(*row[:11])
+    console.print(table)
+    for r in summary["ratios"]:
+        console.print(f"{r['model']} {r['path']}: TorchServe/TF req/s ratio {r['rps_ratio']:.2f}, p99 ratio {r['p99_ratio']:.2f}")
+    for w in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    bench(args)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Export, start the stack, a short comparison, stop what it started, print the report's path."""
+    from twinserve.commands import ensure_artifacts
+
+    settings = StackSettings(models=",".join(args.models))
+    ensure_artifacts(settings)
+    out = bench(args)
+    console.print(f"\n[bold green]demo done[/bold green]: report in {out}/report.md")
+    return 0
+
+
+def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
+    from twinserve.cli import _models
+
+    def _targets(value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [n for n in names if n not in TARGETS]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS)}")
+        return names
+
+    def _ints(value: str) -> list[int]:
+        return [int(v) for v in value.split(",") if v.strip()]
+
+    p.add_argument("--models", type=_models, default=defaults.get("models", ["tabular"]), help="comma-separated models")
+    p.add_argument("--targets", type=_targets, default=list(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)}")
+    p.add_argument("--profile", choices=("closed", "open", "ramp"), default="closed", help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective")
+    p.add_argument("--users", type=int, default=defaults.get("users", 16))
+    p.add_argument("--spawn-rate", type=float, default=0.0, help="users started per second (default: all at once)")
+    p.add_argument("--duration", type=int, default=defaults.get("duration", 20), help="seconds per measured run")
+    p.add_argument("--warmup", type=int, default=defaults.get("warmup", 5), help="seconds of uncounted warm-up per target")
+    p.add_argument("--repetitions", type=int, default=defaults.get("repetitions", 3))
+    p.add_argument("--rate", type=float, default=200.0, help="open profile: total requests per second")
+    p.add_argument("--ramp-users", type=_ints, default=[1, 2, 4, 8, 16, 32], help="ramp profile: users per step")
+    p.add_argument("--ramp-step", type=int, default=10, help="ramp profile: seconds per step")
+    p.add_argument("--slo-p99", type=float, default=50.0, help="ramp profile: p99 objective in ms")
+    p.add_argument("--instances", type=int, default=1, help="instances (rows) per request")
+    p.add_argument("--processes", type=int, default=0, help="run locust distributed: a master and N worker processes")
+    p.add_argument("--url", action="append", metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, gateway)")
+    p.add_argument("--out", help="report folder (default: reports/<timestamp>)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser("bench", help="identical locust load at each target; writes reports/<timestamp>/")
+    _add_bench_options(p, {})
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="export, start the stack, a short comparison, stop, print the report path")
+    _add_bench_options(p, DEMO)
+    p.set_defaults(func=cmd_demo)

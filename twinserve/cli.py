@@ -22,13 +22,13 @@ def _models(value: str) -> list[str]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from models.export import ExportError, export_model
     from models.parity import ParityError
 
-    console = Console()
+    from twinserve.console import console
+
     table = Table(title=f"exports in {args.out}")
     for col in ("model", "weights", "held-out acc (torch / tf)", "max |diff|", "argmax agree", "status"):
         table.add_column(col)

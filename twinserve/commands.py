@@ -7,12 +7,11 @@ import json
 import os
 import sys
 
-from rich.console import Console
+from twinserve.console import console
 from rich.table import Table
 
 from twinserve.settings import StackSettings
 
-console = Console()
 
 
 def _settings(args: argparse.Namespace) -> StackSettings:

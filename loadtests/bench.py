@@ -1,0 +1,226 @@
+"""The comparison runner: identical locust load at each target, in varied order, with server-side cost.
+
+Fairness rules it keeps: the same profile (users, spawn rate, duration) for
+every target; a warm-up per target that is not counted; several repetitions
+with the target order rotated, so slow drift of the machine hits all targets
+alike; figures from locust's JSON; the load generator's own CPU watched, since
+on a small machine it competes with the servers it measures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from loadtests import stats
+from loadtests.resources import GroupMonitor
+from loadtests.targets import TARGETS, Target
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+SATURATION = 0.85  # locust CPU share of one core above which its figures are suspect
+
+
+@dataclass
+class BenchConfig:
+    models: list[str]
+    targets: list[str]
+    urls: dict[str, str]  # torchserve, tfserving, gateway base URLs
+    out: Path
+    profile: str = "closed"  # closed | open | ramp
+    users: int = 16
+    spawn_rate: float = 16.0
+    duration_s: int = 20
+    warmup_s: int = 5
+    repetitions: int = 3
+    rate: float = 200.0  # open loop: total requests per second
+    ramp_users: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    ramp_step_s: int = 10
+    slo_p99_ms: float = 50.0
+    instances: int = 1
+    processes: int = 0  # >0: locust --processes N (a master and N workers)
+
+
+@dataclass
+class LocustRun:
+    target: str
+    model: str
+    repetition: int
+    users: int
+    prefix: Path
+    figures: stats.RunFigures
+    locust_cpu_share: float  # locust's CPU seconds per wall second
+    returncode: int
+    server: dict = field(default_factory=dict)  # stack/gateway CPU and memory
+    failure_reasons: dict = field(default_factory=dict)
+
+
+def run_locust(cfg: BenchConfig, target: Target, model: str, users: int, seconds: int, prefix: Path, rate_per_user: float = 0.0) -> tuple[int, float, str]:
+    """One headless locust subprocess; returns (exit code, locust CPU seconds per wall second, stderr tail)."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), target.user_class,
+        "--headless", "-u", str(users), "-r", str(max(cfg.spawn_rate, users if cfg.profile == "ramp" else cfg.spawn_rate)),
+        "-t", f"{seconds}s", "--host", cfg.urls[target.url_key],
+        "--csv", str(prefix), "--json-file", str(prefix), "--only-summary", "--stop-timeout", "5",
+        "--loglevel", "WARNING",
+    ]
+    if cfg.processes > 0:
+        cmd += ["--processes", str(cfg.processes)]
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "LOCUST_SKIP_MONKEY_PATCH"},
+        "TWINSERVE_LOAD_MODEL": model,
+        "TWINSERVE_LOAD_INSTANCES": str(cfg.instances),
+        "TWINSERVE_LOAD_RATE_PER_USER": str(rate_per_user),
+    }
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc.returncode, cpu / max(wall, 1e-9), (proc.stderr or "")[-2000:]
+
+
+def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: int, seconds: int, tag: str, pgids: dict[str, int], rate_per_user: float = 0.0) -> LocustRun:
+    prefix = cfg.out / "locust" / f"{model}_{target.name}_{tag}"
+    monitors = {"stack": GroupMonitor(pgids.get(target.stack)), "gateway": GroupMonitor(pgids.get("gateway") if target.via_gateway else None)}
+    with monitors["stack"], monitors["gateway"]:
+        code, share, err = run_locust(cfg, target, model, users, seconds, prefix, rate_per_user)
+    path = Path(f"{prefix}.json")
+    if not path.exists():
+        raise RuntimeError(f"locust wrote no statistics for {target.name}/{model} (exit {code}): {err.strip()[-500:]}")
+    figures = stats.figures(path)
+    server: dict = {}
+    for role, mon in monitors.items():
+        usage = mon.usage()
+        if usage is not None:
+            server[role] = {
+                "cpu_seconds": usage.cpu_seconds,
+                "cpu_ms_per_request": round(1000 * usage.cpu_seconds / figures.requests, 4) if figures.requests else None,
+                "peak_rss_mb": usage.peak_rss_mb,
+            }
+    return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), code, server, stats.failure_reasons(Path(f"{prefix}_failures.csv")))
+
+
+def order(targets: list[str], rep: int) -> list[str]:
+    """Rotate the target order each repetition (and reverse every other one)."""
+    k = rep % len(targets)
+    rotated = targets[k:] + targets[:k]
+    return rotated[::-1] if rep % 2 else rotated
+
+
+def run(cfg: BenchConfig, pgids: dict[str, int], progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Run the whole comparison; returns the raw runs grouped for the report."""
+    targets = [TARGETS[t] for t in cfg.targets]
+    runs: list[LocustRun] = []
+    ramp: list[LocustRun] = []
+    for model in cfg.models:
+        for t in targets:  # warm-up: not counted
+            if cfg.warmup_s > 0:
+                progress(f"warm-up {model} → {t.name}")
+                run_locust(cfg, t, model, cfg.users, cfg.warmup_s, cfg.out / "locust" / "warmup" / f"{model}_{t.name}")
+        if cfg.profile == "ramp":
+            for step, users in enumerate(cfg.ramp_users):
+                for name in order(cfg.targets, step):
+                    progress(f"ramp {model} → {name}: {users} users")
+                    ramp.append(measured_run(cfg, TARGETS[name], model, 0, users, cfg.ramp_step_s, f"ramp{users:03d}", pgids))
+            continue
+        rate_per_user = 0.0
+        users = cfg.users
+        if cfg.profile == "open":
+            users = max(cfg.users, math.ceil(cfg.rate / 20))  # each user at most 20 req/s, so users mostly wait
+            rate_per_user = cfg.rate / users
+        for rep in range(cfg.repetitions):
+            for name in order(cfg.targets, rep):
+                progress(f"{model} → {name}: repetition {rep + 1}/{cfg.repetitions}")
+                runs.append(measured_run(cfg, TARGETS[name], model, rep, users, cfg.duration_s, f"rep{rep + 1}", pgids, rate_per_user))
+    return {"runs": runs, "ramp": ramp}
+
+
+def summarise(cfg: BenchConfig, raw: dict) -> dict:
+    """Medians across repetitions, their spread, server-side cost, ratios and warnings."""
+    results = []
+    warnings: list[str] = []
+    for model in cfg.models:
+        for name in cfg.targets:
+            reps = [r for r in raw["runs"] if r.model == model and r.target == name]
+            if not reps:
+                continue
+            fig = [r.figures for r in reps]
+            med = {k: round(statistics.median(getattr(f, k) for f in fig), 3) for k in ("rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")}
+            spread = {k: [min(getattr(f, k) for f in fig), max(getattr(f, k) for f in fig)] for k in ("rps", "p99_ms")}
+            server = {}
+            for role in ("stack", "gateway"):
+                values = [r.server[role]["cpu_ms_per_request"] for r in reps if role in r.server and r.server[role]["cpu_ms_per_request"] is not None]
+                if values:
+                    server[role] = {
+                        "cpu_ms_per_request": round(statistics.median(values), 4),
+                        "peak_rss_mb": max(r.server[role]["peak_rss_mb"] for r in reps if role in r.server),
+                    }
+            locust_share = max(r.locust_cpu_share for r in reps)
+            if locust_share > SATURATION:
+                warnings.append(f"{model} → {name}: the load generator used {locust_share:.0%} of a core; its figures may be capped by locust, not the target (use --processes N)")
+            failures = sum(f.failures for f in fig)
+            reasons: dict[str, int] = {}
+            for r in reps:
+                for k, v in r.failure_reasons.items():
+                    reasons[k] = reasons.get(k, 0) + v
+            if cfg.profile == "open" and med["rps"] < 0.95 * cfg.rate:
+                warnings.append(f"{model} → {name}: achieved {med['rps']:.0f} req/s of the {cfg.rate:.0f} req/s arrival rate")
+            target = TARGETS[name]
+            results.append(
+                {
+                    "model": model,
+                    "target": name,
+                    "stack": target.stack,
+                    "via_gateway": target.via_gateway,
+                    "repetitions": [{**r.figures.as_dict(), "locust_cpu_share": r.locust_cpu_share, "server": r.server, "exit_code": r.returncode} for r in reps],
+                    "requests": sum(f.requests for f in fig),
+                    "failures": failures,
+                    "failure_reasons": reasons,
+                    "median": med,
+                    "spread": spread,
+                    "server": server,
+                    "locust_cpu_share_max": locust_share,
+                }
+            )
+    ramp = []
+    for model in cfg.models:
+        for name in cfg.targets:
+            steps = [r for r in raw["ramp"] if r.model == model and r.target == name]
+            if not steps:
+                continue
+            points = [{"users": r.users, "rps": r.figures.rps, "p50_ms": r.figures.p50_ms, "p99_ms": r.figures.p99_ms, "failures": r.figures.failures} for r in steps]
+            ok = [p for p in points if p["p99_ms"] <= cfg.slo_p99_ms and p["failures"] == 0]
+            best = max(ok, key=lambda p: p["rps"]) if ok else None
+            ramp.append({"model": model, "target": name, "slo_p99_ms": cfg.slo_p99_ms, "points": points, "best": best})
+    return {"results": results, "ramp": ramp, "ratios": ratios(results), "warnings": warnings}
+
+
+def ratios(results: list[dict]) -> list[dict]:
+    """TorchServe-to-TensorFlow ratios measured in the same run, direct and through the gateway."""
+    out = []
+    index = {(r["model"], r["target"]): r for r in results}
+    models = sorted({r["model"] for r in results}, key=[r["model"] for r in results].index)
+    for model in models:
+        for ts, tf, path in (("torchserve", "tfserving", "direct"), ("gateway-torchserve", "gateway-tfserving", "via gateway")):
+            a, b = index.get((model, ts)), index.get((model, tf))
+            if a and b and b["median"]["rps"] and b["median"]["p99_ms"]:
+                out.append(
+                    {
+                        "model": model,
+                        "path": path,
+                        "rps_ratio": round(a["median"]["rps"] / b["median"]["rps"], 3),
+                        "p50_ratio": round(a["median"]["p50_ms"] / b["median"]["p50_ms"], 3) if b["median"]["p50_ms"] else None,
+                        "p99_ratio": round(a["median"]["p99_ms"] / b["median"]["p99_ms"], 3),
+                    }
+                )
+    return out

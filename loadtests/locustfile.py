@@ -1,0 +1,72 @@
+"""Locust users, one per target, all sending the same payloads and checking every answer.
+
+Headless (what `twinserve bench` runs) or by hand with the web UI:
+
+    TWINSERVE_LOAD_MODEL=tabular locust -f loadtests/locustfile.py --host http://127.0.0.1:8080 TorchServeDirect
+
+Environment: TWINSERVE_LOAD_MODEL (digits|tabular|resnet), TWINSERVE_LOAD_INSTANCES (rows per
+request, default 1), TWINSERVE_LOAD_RATE_PER_USER (requests/s per user: a fixed arrival rate;
+0 = closed loop, each user sends as soon as its previous answer arrives).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from locust import FastHttpUser, constant, constant_throughput, task  # noqa: E402
+
+from loadtests.payloads import bodies, check_answer  # noqa: E402
+from loadtests.targets import TARGETS  # noqa: E402
+from models.spec import get_spec  # noqa: E402
+
+MODEL = os.environ.get("TWINSERVE_LOAD_MODEL", "tabular")
+INSTANCES = int(os.environ.get("TWINSERVE_LOAD_INSTANCES", "1"))
+RATE = float(os.environ.get("TWINSERVE_LOAD_RATE_PER_USER", "0"))
+NUM_CLASSES = get_spec(MODEL).num_classes
+BODIES = bodies(MODEL, INSTANCES)
+HEADERS = {"Content-Type": "application/json"}
+
+
+class _PredictUser(FastHttpUser):
+    abstract = True
+    wait_time = constant_throughput(RATE) if RATE > 0 else constant(0)
+    target = ""
+    network_timeout = 30.0
+    connection_timeout = 5.0
+
+    def on_start(self) -> None:
+        start = random.randrange(len(BODIES))
+        self.bodies = itertools.islice(itertools.cycle(BODIES), start, None)
+        self.path = TARGETS[self.target].path(MODEL)
+
+    @task
+    def predict(self) -> None:
+        with self.client.post(self.path, data=next(self.bodies), headers=HEADERS, name=f"{MODEL}", catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+                return
+            problem = check_answer(resp.content, INSTANCES, NUM_CLASSES)
+            if problem:
+                resp.failure(problem)
+
+
+class TorchServeDirect(_PredictUser):
+    target = "torchserve"
+
+
+class TFServingDirect(_PredictUser):
+    target = "tfserving"
+
+
+class GatewayTorchServe(_PredictUser):
+    target = "gateway-torchserve"
+
+
+class GatewayTFServing(_PredictUser):
+    target = "gateway-tfserving"

@@ -1,0 +1,56 @@
+"""The request bodies every target gets: real dataset rows for digits and tabular, seeded inputs for resnet.
+
+Built once per load process and cycled, so generating load costs no JSON
+encoding per request. No torch or TensorFlow import: scikit-learn ships the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from models.spec import ModelSpec, get_spec
+
+SEED = 1234
+
+
+def rows(spec: ModelSpec, count: int = 256) -> np.ndarray:
+    if spec.name == "digits":
+        from sklearn.datasets import load_digits
+
+        x = load_digits().images.astype(np.float32)
+    elif spec.name == "tabular":
+        from sklearn.datasets import load_breast_cancer
+
+        x = load_breast_cancer().data.astype(np.float32)
+    else:
+        x = np.random.default_rng(SEED).random((count, *spec.shape), dtype=np.float32)
+    return x[:count]
+
+
+def bodies(model: str, instances: int, count: int = 64) -> list[bytes]:
+    """`count` V1 bodies of `instances` rows each, taken in turn from the data."""
+    spec = get_spec(model)
+    data = rows(spec, max(256, instances))
+    out = []
+    for i in range(count):
+        idx = [(i * instances + j) % len(data) for j in range(instances)]
+        out.append(orjson.dumps({"instances": data[idx]}, option=orjson.OPT_SERIALIZE_NUMPY))
+    return out
+
+
+def check_answer(content: bytes, instances: int, num_classes: int) -> str | None:
+    """None when the answer has the right shape and is a probability vector per row, else what is wrong."""
+    try:
+        data = orjson.loads(content)
+        preds = data["predictions"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "answer has no 'predictions'"
+    if not isinstance(preds, list) or len(preds) != instances:
+        return f"expected {instances} rows of predictions, got {len(preds) if isinstance(preds, list) else type(preds).__name__}"
+    for row in preds:
+        if not isinstance(row, list) or len(row) != num_classes:
+            return f"expected {num_classes} probabilities per row"
+        if abs(sum(row) - 1.0) > 1e-3:
+            return "probabilities do not sum to 1"
+    return None

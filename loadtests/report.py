@@ -1,0 +1,179 @@
+"""The comparison report: summary.json (every figure), report.md, report.html and PNG charts."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from loadtests import stats  # noqa: E402
+
+COLOURS = {"torchserve": "#ee4c2c", "tfserving": "#ff8f00", "gateway-torchserve": "#9c2a1c", "gateway-tfserving": "#a65d00"}
+
+
+def caveats(summary: dict) -> list[str]:
+    env = summary["environment"]
+    out = [
+        f"Load generator and servers share one machine ({env['machine']['cpu_count']} CPUs): absolute figures are lower than on dedicated hosts; compare ratios measured in the same run.",
+        f"Each target had a {summary['config']['warmup_s']} s warm-up that is not counted, and {summary['config']['repetitions']} repetitions with the target order rotated; medians are reported with their min–max spread.",
+        "Latency is measured by locust at the client, rounded by locust to whole milliseconds below 100 ms.",
+    ]
+    impl = env.get("tfserving_implementation", "")
+    if "compat" in impl.lower() or "not tensorflow serving" in impl.lower():
+        out.insert(0, f"The TensorFlow side ran on **{impl}**, because `tensorflow_model_server` was not available. Its figures are the compatible server's, NOT TensorFlow Serving's.")
+    if summary["config"]["profile"] == "closed":
+        out.append("Closed loop: each user waits for its answer before sending again, so a slow target receives fewer requests; see the open-loop profile for queueing under a fixed arrival rate.")
+    if summary["config"]["profile"] == "open":
+        out.append("Open loop approximated with locust's constant_throughput per user and enough users that most of them wait: the arrival rate holds while latency stays below the per-user interval.")
+    return out
+
+
+def write_charts(summary: dict, out: Path) -> list[str]:
+    charts: list[str] = []
+    models = list(dict.fromkeys(r["model"] for r in summary["results"]))
+    for model in models:
+        rows = [r for r in summary["results"] if r["model"] == model]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        keys = ("p50_ms", "p90_ms", "p95_ms", "p99_ms")
+        width = 0.8 / max(1, len(rows))
+        for i, r in enumerate(rows):
+            xs = [k + i * width for k in range(len(keys))]
+            ax.bar(xs, [r["median"][k] for k in keys], width, label=r["target"], color=COLOURS.get(r["target"]))
+        ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(keys))], [k.replace("_ms", "") for k in keys])
+        ax.set_ylabel("latency (ms, median over repetitions)")
+        ax.set_title(f"{model}: latency percentiles per target")
+        ax.legend()
+        name = f"latency_{model}.png"
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        charts.append(name)
+
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=False)
+        for r in rows:
+            prefix = Path(summary["locust_dir"]) / f"{model}_{r['target']}_rep{len(r['repetitions'])}"
+            per_sec = stats.per_second(Path(f"{prefix}.json")) if Path(f"{prefix}.json").exists() else []
+            if per_sec:
+                t0 = per_sec[0][0]
+                ax1.plot([s - t0 for s, _ in per_sec], [n for _, n in per_sec], label=r["target"], color=COLOURS.get(r["target"]))
+            hist = stats.history(Path(f"{prefix}_stats_history.csv"))
+            if hist:
+                t0 = hist[0]["t"]
+                ax2.plot([h["t"] - t0 for h in hist], [h["p99"] for h in hist], label=r["target"], color=COLOURS.get(r["target"]))
+        ax1.set_ylabel("requests/s")
+        ax1.set_title(f"{model}: throughput and rolling p99 over time (last repetition)")
+        ax2.set_ylabel("p99 (ms)")
+        ax2.set_xlabel("seconds")
+        ax1.legend(fontsize=8)
+        name = f"timeseries_{model}.png"
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        charts.append(name)
+    for model in dict.fromkeys(r["model"] for r in summary["ramp"]):
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for r in (x for x in summary["ramp"] if x["model"] == model):
+            ax.plot([p["rps"] for p in r["points"]], [p["p99_ms"] for p in r["points"]], marker="o", label=r["target"], color=COLOURS.get(r["target"]))
+            slo = r["slo_p99_ms"]
+        ax.axhline(slo, linestyle="--", color="grey", label=f"p99 objective {slo:g} ms")
+        ax.set_xlabel("throughput (requests/s)")
+        ax.set_ylabel("p99 (ms)")
+        ax.set_title(f"{model}: step ramp")
+        ax.legend(fontsize=8)
+        name = f"ramp_{model}.png"
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        charts.append(name)
+    return charts
+
+
+def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "target", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "failures", "stack CPU ms/req", "gateway CPU ms/req", "req/s spread", "p99 spread"]
+    rows = []
+    for r in summary["results"]:
+        m = r["median"]
+        stack_cpu = r["server"].get("stack", {}).get("cpu_ms_per_request")
+        gw_cpu = r["server"].get("gateway", {}).get("cpu_ms_per_request")
+        rows.append(
+            [
+                r["model"], r["target"], f"{m['rps']:.1f}", f"{m['p50_ms']:g}", f"{m['p90_ms']:g}", f"{m['p95_ms']:g}", f"{m['p99_ms']:g}", f"{m['max_ms']:.1f}",
+                f"{r['failures']}/{r['requests']}",
+                "" if stack_cpu is None else f"{stack_cpu:.3f}",
+                "" if gw_cpu is None else f"{gw_cpu:.3f}",
+                f"{r['spread']['rps'][0]:.0f}–{r['spread']['rps'][1]:.0f}",
+                f"{r['spread']['p99_ms'][0]:g}–{r['spread']['p99_ms'][1]:g}",
+            ]
+        )
+    return head, rows
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    out = [("Results (median over repetitions)", *results_table(summary))]
+    if summary["ratios"]:
+        out.append(
+            (
+                "TorchServe / TensorFlow ratios (same run)",
+                ["model", "path", "req/s ratio", "p50 ratio", "p99 ratio"],
+                [[r["model"], r["path"], f"{r['rps_ratio']:.3f}", "" if r["p50_ratio"] is None else f"{r['p50_ratio']:.3f}", f"{r['p99_ratio']:.3f}"] for r in summary["ratios"]],
+            )
+        )
+    if summary["ramp"]:
+        rows = []
+        for r in summary["ramp"]:
+            best = r["best"]
+            rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {best['p99_ms']:g} ms)"])
+        out.append(("Step ramp: highest throughput meeting the p99 objective", ["model", "target", "p99 objective ms", "best"], rows))
+    env = summary["environment"]
+    out.append(("Environment", ["item", "value"], [[k, str(v)] for k, v in {**env["versions"], **env["machine"], "tfserving_implementation": env["tfserving_implementation"]}.items()]))
+    out.append(("Stack configuration (the same for both stacks)", ["setting", "value"], [[k, str(v)] for k, v in summary["stack"].items()]))
+    out.append(("Load profile", ["setting", "value"], [[k, str(v)] for k, v in summary["config"].items() if k not in ("urls",)]))
+    return out
+
+
+def write(summary: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    charts = write_charts(summary, out)
+    summary["charts"] = charts
+    summary["caveats"] = caveats(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    md = [f"# twinserve comparison — {summary['environment']['machine']['time']}", ""]
+    md += ["## Caveats", ""] + [f"- {c}" for c in summary["caveats"]] + [""]
+    if summary["warnings"]:
+        md += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
+    for title, head, rows in sections(summary):
+        md += [f"## {title}", "", md_table(head, rows), ""]
+    md += ["## Charts", ""] + [f"![{c}]({c})" for c in charts] + [""]
+    (out / "report.md").write_text("\n".join(md))
+
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#f3f3f3}.warn{color:#a00}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>twinserve comparison</title><style>{style}</style></head><body>"]
+    parts.append(f"<h1>twinserve comparison — {html.escape(summary['environment']['machine']['time'])}</h1><h2>Caveats</h2><ul>")
+    parts += [f"<li>{html.escape(c).replace('**', '')}</li>" for c in summary["caveats"]]
+    parts.append("</ul>")
+    if summary["warnings"]:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in summary["warnings"]) + "</ul>")
+    for title, head, rows in sections(summary):
+        parts.append(f"<h2>{html.escape(title)}</h2>{html_table(head, rows)}")
+    parts.append("<h2>Charts</h2>" + "".join(f"<p><img src='{c}' alt='{c}'></p>" for c in charts))
+    parts.append("</body></html>")
+    (out / "report.html").write_text("".join(parts))
+    return {"summary": out / "summary.json", "markdown": out / "report.md", "html": out / "report.html"}

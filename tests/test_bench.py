@@ -1,0 +1,115 @@
+"""A short real bench against the real stack: the report agrees with locust's own output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from loadtests import bench, report
+from loadtests.targets import TARGETS
+from services.supervisor import Supervisor
+
+
+@pytest.fixture(scope="module")
+def short_bench(stack, urls: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("report")
+    cfg = bench.BenchConfig(
+        models=["tabular"], targets=list(TARGETS), urls={k: urls[k] for k in ("torchserve", "tfserving", "gateway")},
+        out=out, users=4, spawn_rate=4, duration_s=3, warmup_s=1, repetitions=2,
+    )
+    pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
+    raw = bench.run(cfg, pgids)
+    summary = bench.summarise(cfg, raw)
+    summary["environment"] = {"versions": {}, "machine": {"cpu_count": 2, "time": "t"}, "tfserving_implementation": "twinserve-tf-compat"}
+    summary["stack"] = {"batch size": 8}
+    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
+    summary["locust_dir"] = str(out / "locust")
+    report.write(summary, out)
+    return summary, out
+
+
+def expand(response_times: dict) -> list[int]:
+    values: list[int] = []
+    for ms, count in response_times.items():
+        values += [int(float(ms))] * count
+    return sorted(values)
+
+
+def test_report_figures_agree_with_locust_json(short_bench: tuple[dict, Path]) -> None:
+    summary, out = short_bench
+    assert [r["target"] for r in summary["results"]] == list(TARGETS)
+    for result in summary["results"]:
+        total = 0
+        for rep_index, rep in enumerate(result["repetitions"], start=1):
+            entries = json.loads((out / "locust" / f"tabular_{result['target']}_rep{rep_index}.json").read_text())
+            (entry,) = entries
+            assert rep["requests"] == entry["num_requests"] > 0
+            assert rep["failures"] == entry["num_failures"] == 0
+            values = expand(entry["response_times"])
+            assert len(values) == entry["num_requests"]
+            # independent nearest-rank percentiles from the full histogram
+            for key, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
+                rank = max(0, min(len(values) - 1, int(round(q * len(values))) - 1))
+                assert abs(rep[key] - values[rank]) <= 1, (key, rep[key], values[rank])
+            assert rep["rps"] == pytest.approx(entry["num_requests"] / (entry["last_request_timestamp"] - entry["start_time"]), rel=1e-3)
+            total += entry["num_requests"]
+        assert result["requests"] == total
+        assert result["median"]["rps"] > 0
+        assert result["server"]["stack"]["cpu_ms_per_request"] > 0
+        if result["target"].startswith("gateway"):
+            assert result["server"]["gateway"]["cpu_ms_per_request"] > 0
+    assert {r["path"] for r in summary["ratios"]} == {"direct", "via gateway"}
+
+
+def test_report_files_hold_tables_and_charts(short_bench: tuple[dict, Path]) -> None:
+    summary, out = short_bench
+    md = (out / "report.md").read_text()
+    assert "## Results (median over repetitions)" in md and "| tabular | gateway-tfserving |" in md
+    assert "TorchServe / TensorFlow ratios" in md and "NOT TensorFlow Serving" in md
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and html.count("<img") == len(summary["charts"]) >= 2
+    for chart in summary["charts"]:
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["results"][0]["requests"] == summary["results"][0]["requests"]
+
+
+class WrongAnswers(BaseHTTPRequestHandler):
+    """A target that answers 200 with the wrong shape: every request must count as a failure."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b'{"predictions": [[1.0]]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.do_POST()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_wrong_answers_count_as_failures(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), WrongAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        cmd = [sys.executable, "-m", "twinserve.cli", "bench", "--targets", "tfserving", "--url", f"tfserving={url}", "--models", "tabular", "--users", "2", "--duration", "2", "--warmup", "0", "--repetitions", "1", "--out", str(tmp_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = json.loads((tmp_path / "summary.json").read_text())["results"]
+    assert result["requests"] > 0
+    assert result["failures"] == result["requests"]
+    assert any("probabilities per row" in reason for reason in result["failure_reasons"])
