@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup java export test demo up down status bench clean
+.PHONY: setup java export test demo up down status bench compose-smoke clean
 
 setup: java $(STAMP)
 
@@ -38,6 +38,10 @@ status:
 
 bench: setup
 	$(BIN)/twinserve bench
+
+# Build every image from a local base, run the compose stack, predict, load, tear down (see README, Docker).
+compose-smoke: setup
+	bash services/docker/smoke.sh
 
 clean:
 	rm -rf models/build reports .twinserve

@@ -1,0 +1,50 @@
+"""Predictions for every model through a gateway, to both stacks, checked for agreement.
+
+Used by the compose smoke test: `python -m loadtests.smoke http://127.0.0.1:8000`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+import numpy as np
+
+from loadtests.payloads import bodies
+from models.spec import MODEL_NAMES, get_spec
+
+
+def check(gateway: str) -> list[str]:
+    problems = []
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        ready = client.get("/readyz").json()
+        print(f"gateway ready: {ready['ready']}; TF backend: {ready['tfserving_implementation']}")
+        for model in MODEL_NAMES:
+            spec = get_spec(model)
+            body = bodies(model, 2, count=1)[0]
+            answers = {}
+            for backend in ("torchserve", "tfserving"):
+                r = client.post(f"/v1/models/{model}:predict", params={"backend": backend}, content=body)
+                if r.status_code != 200 or r.headers.get("x-backend") != backend:
+                    problems.append(f"{model} via {backend}: HTTP {r.status_code} {r.text[:200]}")
+                    continue
+                answers[backend] = np.asarray(r.json()["predictions"])
+                if answers[backend].shape != (2, spec.num_classes):
+                    problems.append(f"{model} via {backend}: shape {answers[backend].shape}")
+            if len(answers) == 2:
+                diff = float(np.abs(answers["torchserve"] - answers["tfserving"]).max())
+                print(f"{model:8s} torchserve and tfserving agree: max |diff| {diff:.2e}")
+                if diff > 1e-4:
+                    problems.append(f"{model}: the stacks disagree by {diff}")
+    return problems
+
+
+def main() -> int:
+    problems = check(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000")
+    for p in problems:
+        print(f"FAIL {p}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

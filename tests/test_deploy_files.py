@@ -1,0 +1,55 @@
+"""The Docker files say what the native stack says: same TorchServe config, same pins, valid compose."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from services.tfserving.compat import textproto
+from services.tfserving.compat.batching import BatchingParameters
+from services.tfserving.config import batching_config
+from services.torchserve import config
+from twinserve.settings import StackSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_docker_torchserve_config_is_the_rendered_one() -> None:
+    expected = config.render(StackSettings(host="0.0.0.0"), Path("/artifacts/model-store"))
+    assert (ROOT / "services/torchserve/config.properties").read_text() == expected
+
+
+def test_docker_batching_config_matches_the_native_one() -> None:
+    docker = BatchingParameters.from_textproto(textproto.parse((ROOT / "services/tfserving/batching.config").read_text()))
+    native = BatchingParameters.from_textproto(textproto.parse(batching_config(StackSettings())))
+    assert docker == native
+    assert docker.max_execution_batch_size == StackSettings().batch_size
+
+
+def test_image_requirements_use_the_project_pins() -> None:
+    pins = {}
+    for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name, _, version = dep.partition("==")
+        pins[re.sub(r"\[.*\]", "", name).lower()] = version
+    for req in ("services/torchserve/requirements.txt", "services/tfserving/requirements.txt", "gateway/requirements.txt", "loadtests/requirements.txt"):
+        for line in (ROOT / req).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if not line:
+                continue
+            name, _, version = line.partition("==")
+            name = re.sub(r"\[.*\]", "", name).lower()
+            assert name in pins, f"{req}: {name} is not a project dependency"
+            assert version == pins[name], f"{req}: {name}=={version}, pyproject pins {pins[name]}"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed (make compose-smoke installs it)")
+def test_compose_file_is_accepted() -> None:
+    proc = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    services = subprocess.run(["docker-compose", "--profile", "loadtest", "--profile", "monitoring", "config", "--services"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert set(services) == {"export", "torchserve", "tfserving", "gateway", "locust-master", "locust-worker", "prometheus"}
