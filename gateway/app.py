@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from gateway import metrics
 from gateway.backends.tfserving import TFServingBackend
@@ -23,7 +23,7 @@ from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError
 from gateway.http import check_api_key
 from gateway.protocols import v1, v2
-from gateway.schemas import request_components
+from gateway.schemas import Health, Readiness, model_parameter_enum, request_components
 from twinserve.settings import GatewaySettings
 
 log = logging.getLogger("twinserve.gateway")
@@ -53,11 +53,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(v1.router, dependencies=protected)
     app.include_router(v2.router, dependencies=protected)
 
-    @app.get("/healthz", tags=["health"], summary="The gateway process is alive")
+    @app.get("/healthz", tags=["health"], summary="The gateway process is alive", response_model=Health)
     async def healthz() -> Response:
         return Response(b'{"status":"alive"}', media_type="application/json")
 
-    @app.get("/readyz", tags=["health"], summary="Every model is served by at least one backend")
+    @app.get("/readyz", tags=["health"], summary="Every model is served by at least one backend", response_model=Readiness, responses={503: {"model": Readiness, "description": "some model has no ready backend"}})
     async def readyz(request: Request) -> Response:
         plane: DataPlane = request.app.state.plane
         states = await plane.model_states()
@@ -71,7 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         }
         return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -100,6 +100,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(request_components())
+            model_parameter_enum(schema, settings.model_list)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -115,6 +115,32 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: dict[str, dict[str, str]] = Field(description="model -> backend -> state")
+    circuits: dict[str, str]
+    routing: dict[str, Any]
+    tfserving_implementation: str
+
+
+class V2Live(BaseModel):
+    live: bool
+
+
+class V2Ready(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+    backends: dict[str, str]
+
+
 REQUEST_MODELS: list[type[BaseModel]] = [PredictRequest, V2InferRequest]
 
 
@@ -132,3 +158,12 @@ def request_components() -> dict[str, Any]:
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
     return out
+
+
+def model_parameter_enum(schema: dict[str, Any], models: list[str]) -> None:
+    """Document the `model` path parameter as the zoo's names (others answer 404)."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for param in operation.get("parameters", []):
+                if param.get("name") == "model" and param.get("in") == "path":
+                    param["schema"] = {"type": "string", "enum": list(models), "title": "Model"}

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from gateway.dataplane import DataPlane, Inference, v1_body
 from gateway.errors import GatewayError, bad_request
 from gateway.http import Outcome, backend_override, read_body, request_id
-from gateway.schemas import V2InferRequest, V2InferResponse, V2ModelMetadata, V2ServerMetadata, error_responses, request_body
+from gateway.schemas import V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2Ready, V2ServerMetadata, error_responses, request_body
 from gateway.validation import outputs_of, parse_json, to_array
 from models.spec import ModelSpec
 
@@ -122,7 +122,7 @@ async def model_metadata(model: str, request: Request) -> Response:
     )
 
 
-@router.get("/v2/models/{model}/ready", summary="Model readiness (served by at least one backend)", responses=error_responses(404))
+@router.get("/v2/models/{model}/ready", summary="Model readiness (served by at least one backend)", response_model=V2ModelReady, responses={**error_responses(404), 503: {"model": V2ModelReady}})
 async def model_ready(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
     try:
@@ -134,12 +134,12 @@ async def model_ready(model: str, request: Request) -> Response:
     return _json({"name": model, "ready": ready, "backends": states}, 200 if ready else 503)
 
 
-@router.get("/v2/health/live", summary="Server liveness")
+@router.get("/v2/health/live", summary="Server liveness", response_model=V2Live)
 async def live() -> Response:
     return _json({"live": True})
 
 
-@router.get("/v2/health/ready", summary="Server readiness: every model served by at least one backend")
+@router.get("/v2/health/ready", summary="Server readiness: every model served by at least one backend", response_model=V2Ready, responses={503: {"model": V2Ready}})
 async def ready(request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
     states = await plane.model_states()
