@@ -104,13 +104,18 @@ class DataPlane:
                 breaker.success()  # the stack answered: it is alive
                 status = 429 if exc.kind == "overloaded" else (exc.status or 400)
                 raise GatewayError(status, "backend_rejected" if status != 429 else "overloaded", exc.message, name) from None
+            before = breaker.state
             breaker.failure()
+            if breaker.state != before:
+                metrics.CIRCUIT_TRANSITIONS.labels(name, breaker.state).inc()
             metrics.CIRCUIT.labels(name).set(1 if breaker.state == CircuitBreaker.OPEN else 0)
             status = {"timeout": 504, "unavailable": 503}.get(exc.kind, 502)
             raise GatewayError(status, f"backend_{exc.kind}", exc.message, name) from None
         finally:
             limit.release()
             gauge.dec()
+        if breaker.state != CircuitBreaker.CLOSED:
+            metrics.CIRCUIT_TRANSITIONS.labels(name, CircuitBreaker.CLOSED).inc()
         breaker.success()
         metrics.CIRCUIT.labels(name).set(0)
         metrics.UPSTREAM.labels(inf.spec.name, name).observe(result.seconds)

@@ -21,6 +21,7 @@ def gateway_env(stack: StackSettings) -> dict[str, str]:
         "TWINSERVE_GATEWAY_MODELS": stack.models,
         "TWINSERVE_GATEWAY_PORT": str(stack.gateway_port),
         "TWINSERVE_GATEWAY_HOST": stack.host,
+        **({"TWINSERVE_GATEWAY_TORCHSERVE_KEY_FILE": str(stack.run_dir / "torchserve" / "key_file.json")} if stack.torchserve_token_auth else {}),
     }
 
 
@@ -41,11 +42,13 @@ def model_states(stack: StackSettings, timeout: float = 2.0) -> dict[str, str]:
     return {m: ", ".join(f"{b} {s}" for b, s in backends.items()) for m, backends in data.get("models", {}).items()}
 
 
-def launch(stack: StackSettings, run_dir: Path) -> Launch:
+def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None = None) -> Launch:
+    """overrides: gateway settings by field name (routing="weighted", ...), above the environment."""
     import os
 
     env = gateway_env(stack)
     env.update({k: v for k, v in os.environ.items() if k.startswith("TWINSERVE_GATEWAY_") and k not in ("TWINSERVE_GATEWAY_PORT", "TWINSERVE_GATEWAY_HOST")})
+    env.update({f"TWINSERVE_GATEWAY_{k.upper()}": str(v) for k, v in (overrides or {}).items()})
     settings = GatewaySettings(**{k[len("TWINSERVE_GATEWAY_"):].lower(): v for k, v in env.items()})
     url = f"http://{stack.host}:{stack.gateway_port}"
 

@@ -14,6 +14,7 @@ IN_FLIGHT = Gauge("twinserve_gateway_in_flight", "Upstream requests in flight.",
 FAILOVERS = Counter("twinserve_gateway_failovers", "Requests served by the other stack after a failure.", ["model", "from_backend", "to_backend"], registry=REGISTRY)
 MIRROR = Counter("twinserve_gateway_mirror", "Mirrored requests by outcome (agree, disagree, error, skipped).", ["model", "result"], registry=REGISTRY)
 CIRCUIT = Gauge("twinserve_gateway_circuit_open", "1 while a backend's circuit is open.", ["backend"], registry=REGISTRY)
+CIRCUIT_TRANSITIONS = Counter("twinserve_gateway_circuit_transitions", "Circuit state changes, by backend and new state.", ["backend", "state"], registry=REGISTRY)
 REJECTED = Counter("twinserve_gateway_rejected", "Requests rejected before any backend call, by reason.", ["reason"], registry=REGISTRY)
 
 

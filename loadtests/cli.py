@@ -13,7 +13,7 @@ from twinserve.console import console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loadtests.targets import TARGETS
+from loadtests.targets import COMPARISON, TARGETS
 from twinserve.settings import ROOT, StackSettings
 
 DEMO = {"models": ["tabular", "resnet"], "users": 8, "duration": 8, "warmup": 3, "repetitions": 2}
@@ -170,7 +170,7 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
         return [int(v) for v in value.split(",") if v.strip()]
 
     p.add_argument("--models", type=_models, default=defaults.get("models", ["tabular"]), help="comma-separated models")
-    p.add_argument("--targets", type=_targets, default=list(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)}")
+    p.add_argument("--targets", type=_targets, default=list(COMPARISON), help=f"comma-separated, from {', '.join(TARGETS)} (default: the first four)")
     p.add_argument("--profile", choices=("closed", "open", "ramp"), default="closed", help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective")
     p.add_argument("--users", type=int, default=defaults.get("users", 16))
     p.add_argument("--spawn-rate", type=float, default=0.0, help="users started per second (default: all at once)")

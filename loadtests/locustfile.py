@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from locust import FastHttpUser, constant, constant_throughput, task  # noqa: E402
 
-from loadtests.payloads import bodies, check_answer  # noqa: E402
+from loadtests.payloads import bodies, check_answer, describe_error  # noqa: E402
 from loadtests.targets import TARGETS  # noqa: E402
 from models.spec import get_spec  # noqa: E402
 
@@ -48,11 +48,15 @@ class _PredictUser(FastHttpUser):
     @task
     def predict(self) -> None:
         with self.client.post(self.path, data=next(self.bodies), headers=HEADERS, name=f"{MODEL}", catch_response=True) as resp:
+            # each kind of failure gets its own entry, so locust's complete JSON counts them apart
             if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}")
+                reason = describe_error(resp.status_code, resp.content)
+                resp.request_meta["name"] = f"{MODEL} [{reason}]"
+                resp.failure(reason)
                 return
             problem = check_answer(resp.content, INSTANCES, NUM_CLASSES)
             if problem:
+                resp.request_meta["name"] = f"{MODEL} [wrong answer]"
                 resp.failure(problem)
 
 
@@ -70,3 +74,9 @@ class GatewayTorchServe(_PredictUser):
 
 class GatewayTFServing(_PredictUser):
     target = "gateway-tfserving"
+
+
+class GatewayRouted(_PredictUser):
+    """Through the gateway with its own routing policy (split, mirror, failover)."""
+
+    target = "gateway"

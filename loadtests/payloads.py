@@ -54,3 +54,14 @@ def check_answer(content: bytes, instances: int, num_classes: int) -> str | None
         if abs(sum(row) - 1.0) > 1e-3:
             return "probabilities do not sum to 1"
     return None
+
+
+def describe_error(status: int, content: bytes) -> str:
+    """A failure reason that says whether the error was a clear one naming a backend."""
+    try:
+        error = orjson.loads(content)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return f"HTTP {status} unexplained"
+    if isinstance(error, dict):
+        return f"HTTP {status} {error.get('type')} (backend {error.get('backend')})"
+    return f"HTTP {status} {str(error)[:80]}"

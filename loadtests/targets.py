@@ -16,7 +16,7 @@ class Target:
     def path(self, model: str) -> str:
         if self.url_key == "torchserve":
             return f"/predictions/{model}"
-        if self.url_key == "tfserving":
+        if self.url_key == "tfserving" or self.stack == "routed":
             return f"/v1/models/{model}:predict"
         return f"/v1/models/{model}:predict?backend={self.stack}"
 
@@ -28,5 +28,9 @@ TARGETS: dict[str, Target] = {
         Target("tfserving", "TFServingDirect", "tfserving", "tfserving", False),
         Target("gateway-torchserve", "GatewayTorchServe", "gateway", "torchserve", True),
         Target("gateway-tfserving", "GatewayTFServing", "gateway", "tfserving", True),
+        Target("gateway", "GatewayRouted", "gateway", "routed", True),
     )
 }
+
+# what `twinserve bench` compares by default: each stack directly and through the gateway
+COMPARISON = ["torchserve", "tfserving", "gateway-torchserve", "gateway-tfserving"]

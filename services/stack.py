@@ -12,7 +12,7 @@ from twinserve.settings import StackSettings
 SERVICES = ("torchserve", "tfserving", "gateway")
 
 
-def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES) -> list[Launch]:
+def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES, gateway: dict[str, str] | None = None) -> list[Launch]:
     from services.tfserving import launcher as tf_launcher
     from services.torchserve import launcher as ts_launcher
 
@@ -25,18 +25,18 @@ def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES) -> list
     if "gateway" in names:
         from gateway import launcher as gw_launcher
 
-        out.append(gw_launcher.launch(settings, run_dir))
+        out.append(gw_launcher.launch(settings, run_dir, gateway))
     return out
 
 
-def up(settings: StackSettings, names: tuple[str, ...] = SERVICES, on_wait: Callable[[str], None] | None = None) -> dict[str, Running]:
+def up(settings: StackSettings, names: tuple[str, ...] = SERVICES, on_wait: Callable[[str], None] | None = None, gateway: dict[str, str] | None = None) -> dict[str, Running]:
+    """Start the named services; `gateway` overrides gateway settings by field name."""
     sup = Supervisor(settings.run_dir)
-    backends = [l for l in launches(settings, names) if l.name != "gateway"]
+    backends = [l for l in launches(settings, tuple(n for n in names if n != "gateway"))]
     started = sup.start(backends, settings.startup_timeout_s, on_wait=on_wait)
     if "gateway" in names:
-        gateway = [l for l in launches(settings, ("gateway",))]
         try:
-            started = sup.start(gateway, settings.startup_timeout_s, log_dir=sup.log_dir(), on_wait=on_wait)
+            started = sup.start(launches(settings, ("gateway",), gateway), settings.startup_timeout_s, log_dir=sup.log_dir(), on_wait=on_wait)
         except BaseException:
             sup.stop([l.name for l in backends])
             raise

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from loadtests import bench, report
-from loadtests.targets import TARGETS
+from loadtests.targets import COMPARISON
 from services.supervisor import Supervisor
 
 
@@ -20,7 +20,7 @@ from services.supervisor import Supervisor
 def short_bench(stack, urls: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("report")
     cfg = bench.BenchConfig(
-        models=["tabular"], targets=list(TARGETS), urls={k: urls[k] for k in ("torchserve", "tfserving", "gateway")},
+        models=["tabular"], targets=list(COMPARISON), urls={k: urls[k] for k in ("torchserve", "tfserving", "gateway")},
         out=out, users=4, spawn_rate=4, duration_s=3, warmup_s=1, repetitions=2,
     )
     pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
@@ -43,7 +43,7 @@ def expand(response_times: dict) -> list[int]:
 
 def test_report_figures_agree_with_locust_json(short_bench: tuple[dict, Path]) -> None:
     summary, out = short_bench
-    assert [r["target"] for r in summary["results"]] == list(TARGETS)
+    assert [r["target"] for r in summary["results"]] == COMPARISON
     for result in summary["results"]:
         total = 0
         for rep_index, rep in enumerate(result["repetitions"], start=1):

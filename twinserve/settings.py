@@ -40,6 +40,7 @@ class StackSettings(BaseSettings):
     torch_threads: int = Field(1, description="OMP_NUM_THREADS / torch threads per TorchServe worker")
     tf_threads: int = Field(1, description="TensorFlow intra- and inter-op threads")
     jvm_heap: str = Field("256m", description="TorchServe JVM max heap")
+    torchserve_token_auth: bool = Field(False, description="leave TorchServe's token authorisation on; the gateway then reads its keys")
     response_timeout_s: int = Field(30, description="TorchServe per-model responseTimeout")
     startup_timeout_s: float = Field(180.0, description="how long `up` waits for every model to be ready")
 
@@ -59,6 +60,7 @@ class GatewaySettings(BaseSettings):
     torchserve_url: str = "http://127.0.0.1:8080"
     torchserve_management_url: str = "http://127.0.0.1:8081"
     torchserve_token: str = Field("", description="TorchServe inference key, when its token authorisation is on")
+    torchserve_key_file: str = Field("", description="TorchServe's key_file.json: the gateway reads the inference and management keys from it")
     tfserving_url: str = "http://127.0.0.1:8501"
     routing: Literal["fixed", "weighted", "mirror"] = "fixed"
     primary: Literal["torchserve", "tfserving"] = "torchserve"

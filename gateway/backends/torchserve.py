@@ -6,6 +6,7 @@ import httpx
 import orjson
 
 from gateway.backends.base import Backend, make_client
+from services.torchserve.keys import auth_header
 from twinserve.settings import GatewaySettings
 
 
@@ -15,7 +16,11 @@ class TorchServeBackend(Backend):
     def __init__(self, settings: GatewaySettings) -> None:
         super().__init__(settings, settings.torchserve_url)
         self.management = make_client(settings, settings.torchserve_management_url)
-        if settings.torchserve_token:  # token authorisation left on: send the inference key
+        # token authorisation left on: send the inference key (given, or read from TorchServe's key file)
+        if settings.torchserve_key_file:
+            self.headers.update(auth_header(settings.torchserve_key_file, "inference"))
+            self.management.headers.update(auth_header(settings.torchserve_key_file, "management"))
+        if settings.torchserve_token:
             self.headers["Authorization"] = f"Bearer {settings.torchserve_token}"
         self._paths = {m: f"/predictions/{m}" for m in settings.model_list}
 

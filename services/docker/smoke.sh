@@ -51,6 +51,9 @@ trap cleanup EXIT
 
 log "starting a private Docker engine (no NAT, no default bridge) in $WORK"
 if ! docker info >/dev/null 2>&1; then
+  if [ -f "$WORK/docker.pid" ] && ! kill -0 "$(cat "$WORK/docker.pid")" 2>/dev/null; then
+    rm -f "$WORK/docker.pid"  # left by an engine that was killed
+  fi
   $SUDO dockerd --iptables=false --bridge=none -H "$DOCKER_HOST" --data-root "$WORK/data" \
     --exec-root "$WORK/exec" --pidfile "$WORK/docker.pid" >"$WORK/dockerd.log" 2>&1 &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
@@ -86,6 +89,7 @@ docker build -q --network host --build-arg BASE_IMAGE --build-arg WHEELS_URL -f 
 docker-compose --profile loadtest build
 
 log "starting the stack (docker-compose up, waiting for health)"
+docker-compose --profile loadtest down -v --remove-orphans >/dev/null 2>&1 || true  # leftovers of an interrupted run
 docker-compose up -d
 for _ in $(seq 1 120); do
   state=$(docker inspect -f '{{.State.Health.Status}}' "$(docker-compose ps -q gateway)" 2>/dev/null || echo starting)

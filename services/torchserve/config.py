@@ -36,7 +36,7 @@ def render(settings: StackSettings, model_store: Path) -> str:
         "load_models=" + ",".join(f"{n}.mar" for n in settings.model_list),
         "models=" + json.dumps(models),
         "metrics_mode=prometheus",
-        "disable_token_authorization=true",
+        f"disable_token_authorization={str(not settings.torchserve_token_auth).lower()}",
         "enable_model_api=false",
         "install_py_dep_per_model=false",
         "default_response_timeout=" + str(settings.response_timeout_s),

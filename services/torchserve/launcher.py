@@ -9,14 +9,20 @@ import httpx
 
 from services.supervisor import Launch
 from services.torchserve import config
+from services.torchserve.keys import KEY_FILE, auth_header
 from twinserve.settings import StackSettings
+
+
+def key_file(settings: StackSettings) -> Path:
+    return settings.run_dir / "torchserve" / KEY_FILE
 
 
 def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
     """READY when every worker of the model is READY; the worker states otherwise; DOWN when unreachable."""
     base = f"http://{settings.host}:{settings.torchserve_management_port}"
     states: dict[str, str] = {}
-    with httpx.Client(timeout=timeout) as client:
+    headers = auth_header(key_file(settings), "management") if settings.torchserve_token_auth else {}
+    with httpx.Client(timeout=timeout, headers=headers) as client:
         for name in settings.model_list:
             try:
                 r = client.get(f"{base}/models/{name}")
@@ -46,10 +52,12 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
         "--start",
         "--foreground",
         "--ncs",
-        "--disable-token-auth",
+        *([] if settings.torchserve_token_auth else ["--disable-token-auth"]),
         "--ts-config", str(cfg),
         "--model-store", str(store),
     ]
+    if settings.torchserve_token_auth:
+        key_file(settings).unlink(missing_ok=True)  # a stale key would pass for a fresh one
     env = {
         "TEMP": str(tmp),  # pid file and worker sockets: one folder per instance
         "LOG_LOCATION": str(work / "logs"),
