@@ -156,6 +156,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reliability(args: argparse.Namespace) -> int:
+    """Fault, overload and soak drills on a private stack; figures printed and written as JSON."""
+    import json
+
+    from loadtests import reliability
+
+    out = Path(args.out) if args.out else ROOT / "reports" / f"reliability-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    if "faults" in args.drills:
+        with console.status("faults under load (a TorchServe worker killed, the TF backend killed, restarted, hung)..."):
+            results["faults"] = reliability.faults(out / "faults", seconds=args.fault_seconds)
+    if "overload" in args.drills:
+        with console.status(f"overload: {args.overload_users} users for {args.overload_seconds} s..."):
+            results["overload"] = reliability.overload(out / "overload", seconds=args.overload_seconds, users=args.overload_users, max_in_flight=args.max_in_flight)
+    if "soak" in args.drills:
+        with console.status(f"soak: {args.soak_rate:g} req/s for {args.soak_seconds} s..."):
+            results["soak"] = reliability.soak(out / "soak", seconds=args.soak_seconds, rate=args.soak_rate)
+    (out / "reliability.json").write_text(json.dumps(results, indent=2))
+    for name, result in results.items():
+        shown = {k: v for k, v in result.items() if k != "rss_samples"}
+        console.print(f"[bold]{name}[/bold]: {json.dumps(shown)}")
+    lost = sum(r.get("lost_or_wrong", 0) for r in results.values())
+    console.print(f"requests lost or answered wrongly: {lost}   (figures in {out / 'reliability.json'})")
+    return 1 if lost else 0
+
+
 def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     from twinserve.cli import _models
 
@@ -191,6 +218,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="identical locust load at each target; writes reports/<timestamp>/")
     _add_bench_options(p, {})
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("reliability", help="fault, overload and soak drills on a private stack, with figures")
+    p.add_argument("--drills", type=lambda v: v.split(","), default=["faults", "overload", "soak"], help="comma-separated: faults,overload,soak")
+    p.add_argument("--fault-seconds", type=int, default=36)
+    p.add_argument("--overload-seconds", type=int, default=60)
+    p.add_argument("--overload-users", type=int, default=64)
+    p.add_argument("--max-in-flight", type=int, default=8, help="the gateway's per-backend limit during the overload drill")
+    p.add_argument("--soak-seconds", type=int, default=600)
+    p.add_argument("--soak-rate", type=float, default=300.0, help="requests per second (about half of one stack's capacity here)")
+    p.add_argument("--out", help="folder for the figures (default: reports/reliability-<timestamp>)")
+    p.set_defaults(func=cmd_reliability)
 
     p = sub.add_parser("demo", help="export, start the stack, a short comparison, stop, print the report path")
     _add_bench_options(p, DEMO)
