@@ -111,6 +111,8 @@ def bench(args: argparse.Namespace) -> Path:
         summary["stack"] = stack_config(settings, native)
         summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}
         summary["locust_dir"] = str(out / "locust")
+        if args.overhead:
+            summary["overhead"] = measure_overhead(args, settings, urls, summary)
         paths = report.write(summary, out)
     except (SupervisorError, FileNotFoundError, RuntimeError) as exc:
         console.print(f"[red]bench failed:[/red] {exc}")
@@ -120,6 +122,21 @@ def bench(args: argparse.Namespace) -> Path:
             stack.down(settings, started)
     print_summary(summary)
     console.print(f"report: {paths['markdown']}  (also {paths['html'].name}, summary.json, charts)")
+    return out
+
+
+def measure_overhead(args: argparse.Namespace, settings: StackSettings, urls: dict[str, str], summary: dict) -> dict:
+    """The gateway's cost and the served/in-process ratios, for each model of the run."""
+    from loadtests import overhead
+
+    out: dict = {}
+    for model in args.models:
+        with console.status(f"overhead: added latency under light load ({model})..."):
+            latency = overhead.added_latency(urls, model)
+        with console.status(f"overhead: in-process throughput ({model}, batch {settings.batch_size})..."):
+            inprocess = overhead.inprocess_throughput(settings.build_dir, model, settings.batch_size)
+        saturation = overhead.saturation_summary(summary["results"], model, args.instances)
+        out[model] = {"saturation": saturation, "added_latency": latency, "inprocess": inprocess, "served_to_inprocess": overhead.served_ratio(saturation, inprocess)}
     return out
 
 
@@ -136,6 +153,13 @@ def print_summary(summary: dict) -> None:
     console.print(table)
     for r in summary["ratios"]:
         console.print(f"{r['model']} {r['path']}: TorchServe/TF req/s ratio {r['rps_ratio']:.2f}, p99 ratio {r['p99_ratio']:.2f}")
+    for model, o in summary.get("overhead", {}).items():
+        for stack, sat in o["saturation"].items():
+            lat = o["added_latency"][stack]
+            console.print(
+                f"{model} {stack}: gateway/direct throughput {sat['gateway_to_direct']:.2f}, gateway CPU {sat['gateway_cpu_us_per_request']:.0f} µs/request, "
+                f"added p50 {lat['added_p50_ms']:.3f} ms, p99 {lat['added_p99_ms']:.3f} ms, served/in-process {o['served_to_inprocess'].get(stack, float('nan')):.3f}"
+            )
     for w in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
@@ -212,6 +236,7 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--processes", type=int, default=0, help="run locust distributed: a master and N worker processes")
     p.add_argument("--url", action="append", metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, gateway)")
     p.add_argument("--out", help="report folder (default: reports/<timestamp>)")
+    p.add_argument("--overhead", action="store_true", help="also measure the gateway's cost (added latency, CPU/request) and in-process throughput")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -141,6 +141,23 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             best = r["best"]
             rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {best['p99_ms']:g} ms)"])
         out.append(("Step ramp: highest throughput meeting the p99 objective", ["model", "target", "p99 objective ms", "best"], rows))
+    for model, o in summary.get("overhead", {}).items():
+        rows = []
+        for stack, sat in o["saturation"].items():
+            lat, inp = o["added_latency"][stack], o["inprocess"][stack]
+            rows.append(
+                [
+                    model, stack, f"{sat['direct_rps']:.0f}", f"{sat['gateway_rps']:.0f}", f"{sat['gateway_to_direct']:.2f}", f"{sat['gateway_cpu_us_per_request']:.0f}",
+                    f"{lat['added_p50_ms']:.3f}", f"{lat['added_p99_ms']:.3f}", f"{inp['rows_per_s']:.0f} ({inp['framework']}, batch {inp['batch']})", f"{o['served_to_inprocess'].get(stack, float('nan')):.3f}",
+                ]
+            )
+        out.append(
+            (
+                f"Gateway overhead and framework ceiling — {model}",
+                ["model", "stack", "direct req/s", "via gateway req/s", "gateway/direct", "gateway CPU µs/req", "added p50 ms (light load)", "added p99 ms (light load)", "in-process rows/s", "served/in-process"],
+                rows,
+            )
+        )
     env = summary["environment"]
     out.append(("Environment", ["item", "value"], [[k, str(v)] for k, v in {**env["versions"], **env["machine"], "tfserving_implementation": env["tfserving_implementation"]}.items()]))
     out.append(("Stack configuration (the same for both stacks)", ["setting", "value"], [[k, str(v)] for k, v in summary["stack"].items()]))

@@ -53,3 +53,9 @@ def test_compose_file_is_accepted() -> None:
     assert proc.returncode == 0, proc.stderr
     services = subprocess.run(["docker-compose", "--profile", "loadtest", "--profile", "monitoring", "config", "--services"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert set(services) == {"export", "torchserve", "tfserving", "gateway", "locust-master", "locust-worker", "prometheus"}
+
+
+def test_package_version_is_one_number() -> None:
+    import twinserve
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == twinserve.__version__

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
@@ -15,11 +13,12 @@ from gateway.http import Outcome, backend_override, read_body, request_id
 from gateway.schemas import V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2Ready, V2ServerMetadata, error_responses, request_body
 from gateway.validation import outputs_of, parse_json, to_array
 from models.spec import ModelSpec
+from twinserve import __version__
 
 router = APIRouter(tags=["V2 (Open Inference Protocol)"])
 
 NUMERIC = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-VERSION = metadata.version("twinserve")
+VERSION = __version__
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
