@@ -11,12 +11,13 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 import orjson
 
 from gateway import metrics
-from gateway.backends.base import Backend, BackendError, UpstreamResult
+from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult
 from gateway.errors import GatewayError
 from gateway.resilience import CircuitBreaker, ConcurrencyLimit
 from gateway.validation import outputs_of
@@ -26,6 +27,7 @@ from twinserve.settings import GatewaySettings
 log = logging.getLogger("twinserve.gateway")
 
 BACKEND_NAMES = ("torchserve", "tfserving")
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,8 +87,8 @@ class DataPlane:
         return self.settings.primary
 
     # calls -------------------------------------------------------------------
-    async def call(self, name: str, inf: Inference, request_id: str) -> UpstreamResult:
-        """One upstream call through the backend's breaker and concurrency limit."""
+    async def guarded(self, name: str, op: Callable[[Backend], Awaitable[T]]) -> T:
+        """One upstream operation through the backend's breaker and concurrency limit."""
         breaker, limit = self.breakers[name], self.limits[name]
         if not breaker.allow():
             raise GatewayError(503, "circuit_open", f"{name} is failing; its circuit is open for {breaker.retry_after():.1f} s more", name, {"Retry-After": str(max(1, round(breaker.retry_after())))})
@@ -98,7 +100,7 @@ class DataPlane:
         gauge = metrics.IN_FLIGHT.labels(name)
         gauge.inc()
         try:
-            result = await self.backends[name].predict(inf.spec.name, inf.body, request_id)
+            result = await op(self.backends[name])
         except BackendError as exc:
             if exc.kind in ("rejected", "overloaded"):
                 breaker.success()  # the stack answered: it is alive
@@ -118,29 +120,60 @@ class DataPlane:
             metrics.CIRCUIT_TRANSITIONS.labels(name, CircuitBreaker.CLOSED).inc()
         breaker.success()
         metrics.CIRCUIT.labels(name).set(0)
+        return result
+
+    async def call(self, name: str, inf: Inference, request_id: str) -> UpstreamResult:
+        result = await self.guarded(name, lambda b: b.predict(inf.spec.name, inf.body, request_id))
         metrics.UPSTREAM.labels(inf.spec.name, name).observe(result.seconds)
         return result
 
-    async def infer(self, inf: Inference, override: str | None, request_id: str) -> Served:
-        primary = self.choose(override)
+    async def with_failover(self, primary: str, model: str, request_id: str, op: Callable[[Backend], Awaitable[T]]) -> tuple[T, str | None]:
+        """Run op on the primary; on a 5xx-class failure (and failover on), on the other stack."""
         try:
-            result = await self.call(primary, inf, request_id)
+            return await self.guarded(primary, op), None
         except GatewayError as exc:
             if not self.settings.failover or exc.status < 500:
                 raise
             fallback = self.other[primary]
             try:
-                result = await self.call(fallback, inf, request_id)
+                result = await self.guarded(fallback, op)
             except GatewayError as second:
                 if second.status < 500:
                     raise
                 raise GatewayError(exc.status, exc.type, f"{exc.message}; failover to {fallback} failed too: {second.message}", exc.backend, exc.headers) from None
-            metrics.FAILOVERS.labels(inf.spec.name, primary, fallback).inc()
+            metrics.FAILOVERS.labels(model, primary, fallback).inc()
             log.warning("request %s: %s failed (%s), served by %s", request_id, primary, exc.message, fallback)
-            return Served(result, failover_from=primary)
-        if self.settings.routing == "mirror" and override is None:
+            return result, primary
+
+    async def infer(self, inf: Inference, override: str | None, request_id: str) -> Served:
+        result, failed = await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.predict(inf.spec.name, inf.body, request_id))
+        metrics.UPSTREAM.labels(inf.spec.name, result.backend).observe(result.seconds)
+        if failed is None and self.settings.routing == "mirror" and override is None:
             self._mirror(inf, result, request_id)
-        return Served(result)
+        return Served(result, failover_from=failed)
+
+    async def explain(self, inf: Inference, targets: list[int], override: str | None, request_id: str) -> tuple[Explanation, str | None]:
+        return await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.explain(inf.spec, inf.rows, targets, request_id))
+
+    async def explain_compare(self, inf: Inference, targets: list[int], request_id: str) -> dict:
+        """Both stacks' attributions for the same rows, their largest difference and their correlation."""
+        names = list(BACKEND_NAMES)
+        results = await asyncio.gather(*(self.guarded(n, lambda b: b.explain(inf.spec, inf.rows, targets, request_id)) for n in names), return_exceptions=True)
+        for res in results:
+            if isinstance(res, BaseException) and not isinstance(res, GatewayError):
+                raise res
+        failed = [r for r in results if isinstance(r, GatewayError)]
+        if failed:
+            raise failed[0]
+        a, b = (r.attributions for r in results)  # type: ignore[union-attr]
+        flat_a, flat_b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+        corr = [float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 1.0 for x, y in zip(flat_a, flat_b)]
+        return {
+            "results": {r.backend: r for r in results},  # type: ignore[union-attr]
+            "max_abs_diff": float(np.abs(a - b).max()),
+            "correlation": corr,
+            "targets_agree": results[0].targets == results[1].targets,  # type: ignore[union-attr]
+        }
 
     # mirror ------------------------------------------------------------------
     def _mirror(self, inf: Inference, primary: UpstreamResult, request_id: str) -> None:

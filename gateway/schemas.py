@@ -26,6 +26,47 @@ class PredictRequest(BaseModel):
     inputs: Any | None = Field(None, description="columnar format: one tensor, or {input_name: tensor}")
 
 
+class ExplainRequest(PredictRequest):
+    """A predict body plus the class to explain: one int for every row, a list (one per row), or absent
+    (each row's predicted class)."""
+
+    target: int | list[int] | None = None
+
+
+class RowExplanation(BaseModel):
+    target: int
+    attributions: list[Any] = Field(description="same shape as the instance")
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    backend: str
+    method: str
+    integration: str
+    steps: int
+    baseline: str
+    score: str = Field(description="what is attributed: the target class's logit")
+    explanations: list[RowExplanation]
+
+
+class BackendExplanation(BaseModel):
+    targets: list[int]
+    attributions: list[Any]
+    latency_ms: float
+
+
+class ExplainCompareResponse(BaseModel):
+    model: str
+    method: str
+    integration: str
+    steps: int
+    baseline: str
+    results: dict[str, BackendExplanation]
+    max_abs_diff: float
+    correlation: list[float] = Field(description="per row, between the two stacks' attributions")
+    targets_agree: bool
+
+
 class PredictResponse(BaseModel):
     predictions: list[Any] | None = Field(None, description="for a row-format request: class probabilities per instance")
     outputs: Any | None = Field(None, description="for a columnar request")
@@ -141,7 +182,7 @@ class V2ModelReady(BaseModel):
     backends: dict[str, str]
 
 
-REQUEST_MODELS: list[type[BaseModel]] = [PredictRequest, V2InferRequest]
+REQUEST_MODELS: list[type[BaseModel]] = [PredictRequest, ExplainRequest, V2InferRequest]
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -82,3 +82,17 @@ def outputs_of(body: bytes, backend: str) -> np.ndarray:
         return np.asarray(values, dtype=np.float32)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise GatewayError(502, "bad_backend_response", f"{backend} returned a response without predictions", backend) from None
+
+
+def explain_targets(body: dict, rows: int, spec: ModelSpec) -> list[int]:
+    """The class to explain per row: an int for all, a list of ints, or absent (-1: the predicted class)."""
+    target = body.get("target")
+    if target is None:
+        return [-1] * rows
+    targets = [target] * rows if isinstance(target, int) and not isinstance(target, bool) else target
+    if not isinstance(targets, list) or len(targets) != rows or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
+        raise bad_request(f"'target' must be an integer class or a list of {rows} integers", "invalid_target")
+    bad = [t for t in targets if not -1 <= t < spec.num_classes]
+    if bad:
+        raise bad_request(f"target class {bad[0]} is out of range: model {spec.name!r} has classes 0..{spec.num_classes - 1} (-1: the predicted class)", "invalid_target")
+    return targets

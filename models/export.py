@@ -33,7 +33,7 @@ HANDLER = ROOT / "services" / "torchserve" / "handler.py"
 DEFAULT_SEED = 20261125
 PARITY_ROWS = 512
 ACCURACY_FLOOR = {"digits": 0.95, "tabular": 0.90}
-SOURCES = ["models/spec.py", "models/training.py", "models/tfops.py", "models/mapping.py", "models/export.py", "services/torchserve/handler.py"]
+SOURCES = ["models/spec.py", "models/explain.py", "models/training.py", "models/tfops.py", "models/mapping.py", "models/export.py", "services/torchserve/handler.py"]
 
 
 class ExportError(RuntimeError):
@@ -114,20 +114,36 @@ def parity_inputs(spec: ModelSpec, seed: int) -> tuple[np.ndarray, np.ndarray | 
 def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np.ndarray], path: Path) -> None:
     import tensorflow as tf
 
+    from models import explain as ig
+
     class Exported(tf.Module):
         def __init__(self) -> None:
             super().__init__(name=spec.name)
             self.w = {k: tf.Variable(v, trainable=False, name=k.replace(".", "_")) for k, v in weights.items()}
 
+        def probabilities(self, x: tf.Tensor) -> tf.Tensor:
+            return tf.nn.softmax(logits_fn(self.w, x), axis=-1)
+
         @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name=spec.input_name)])
         def serve(self, x: tf.Tensor) -> dict:
-            return {spec.output_name: tf.nn.softmax(logits_fn(self.w, x), axis=-1)}
+            return {spec.output_name: self.probabilities(x)}
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, *spec.shape], tf.float32, name=spec.input_name),
+                tf.TensorSpec([None], tf.int32, name=ig.TARGET_INPUT),
+            ]
+        )
+        def explain(self, x: tf.Tensor, target: tf.Tensor) -> dict:
+            predicted = tf.argmax(self.probabilities(x), axis=-1, output_type=tf.int32)
+            target = tf.where(target < 0, predicted, target)
+            return {ig.ATTRIBUTIONS: ig.tf_integrated_gradients(lambda z: logits_fn(self.w, z), x, target), ig.TARGET_INPUT: target}
 
     module = Exported()
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve, ig.SIGNATURE: module.explain})
 
 
 def build_mar(spec: ModelSpec, art: Artifacts) -> None:

@@ -13,7 +13,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 
+from models.spec import ModelSpec
 from twinserve.settings import GatewaySettings
 
 
@@ -22,6 +24,18 @@ class UpstreamResult:
     backend: str
     body: bytes  # V1 JSON: {"predictions": ...} or {"outputs": ...}
     seconds: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    backend: str
+    attributions: np.ndarray  # same shape as the input rows
+    targets: list[int]
+    seconds: float
+
+
+def malformed(backend: str, what: str) -> "BackendError":
+    return BackendError(backend, "bad_gateway", f"{backend} returned a malformed {what}")
 
 
 class BackendError(Exception):
@@ -74,12 +88,20 @@ class Backend(ABC):
     def error_message(self, response: httpx.Response) -> str:
         return response.text[:300]
 
+    @abstractmethod
+    async def explain(self, spec: ModelSpec, rows: np.ndarray, targets: list[int], request_id: str) -> Explanation:
+        """Integrated Gradients per row, from the stack's own explanation path."""
+
     async def predict(self, model: str, body: bytes, request_id: str) -> UpstreamResult:
+        return await self.post(self.predict_path(model), body, request_id)
+
+    async def post(self, path: str, body: bytes, request_id: str) -> UpstreamResult:
+        """One bounded upstream call; every failure becomes a BackendError that says what happened."""
         headers = {**self.headers, "X-Request-ID": request_id}
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                response = await self.client.post(self.predict_path(model), content=body, headers=headers)
+                response = await self.client.post(path, content=body, headers=headers)
                 content = response.content
         except TimeoutError:
             raise BackendError(self.name, "timeout", f"{self.name} did not answer within {self.settings.timeout_s:g} s") from None

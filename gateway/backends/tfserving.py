@@ -5,7 +5,11 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from gateway.backends.base import Backend
+import numpy as np
+
+from gateway.backends.base import Backend, Explanation, malformed
+from models import explain as ig
+from models.spec import ModelSpec
 from twinserve.settings import GatewaySettings
 
 
@@ -19,6 +23,19 @@ class TFServingBackend(Backend):
 
     def predict_path(self, model: str) -> str:
         return self._paths[model]
+
+    async def explain(self, spec: ModelSpec, rows: np.ndarray, targets: list[int], request_id: str) -> Explanation:
+        """The SavedModel's `explain` signature, through TF Serving's predict API (columnar form)."""
+        body = orjson.dumps(
+            {"signature_name": ig.SIGNATURE, "inputs": {spec.input_name: rows, ig.TARGET_INPUT: targets}},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        result = await self.post(self._paths[spec.name], body, request_id)
+        try:
+            outputs = orjson.loads(result.body)["outputs"]
+            return Explanation(self.name, np.asarray(outputs[ig.ATTRIBUTIONS], dtype=np.float32), list(outputs[ig.TARGET_INPUT]), result.seconds)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise malformed(self.name, "explanation") from None
 
     def error_message(self, response: httpx.Response) -> str:
         try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from gateway.backends.base import Backend, make_client
+import numpy as np
+
+from gateway.backends.base import Backend, Explanation, make_client, malformed
+from models.spec import ModelSpec
 from services.torchserve.keys import auth_header
 from twinserve.settings import GatewaySettings
 
@@ -26,6 +29,15 @@ class TorchServeBackend(Backend):
 
     def predict_path(self, model: str) -> str:
         return self._paths[model]
+
+    async def explain(self, spec: ModelSpec, rows: np.ndarray, targets: list[int], request_id: str) -> Explanation:
+        body = orjson.dumps({"instances": rows, "target": targets}, option=orjson.OPT_SERIALIZE_NUMPY)
+        result = await self.post(f"/explanations/{spec.name}", body, request_id)
+        try:
+            data = orjson.loads(result.body)
+            return Explanation(self.name, np.asarray(data["attributions"], dtype=np.float32), list(data["targets"]), result.seconds)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise malformed(self.name, "explanation") from None
 
     def error_message(self, response: httpx.Response) -> str:
         try:

@@ -9,8 +9,20 @@ from starlette.responses import Response
 from gateway.dataplane import DataPlane, Inference
 from gateway.errors import GatewayError
 from gateway.http import Outcome, backend_override, read_body, request_id
-from gateway.schemas import CompareResponse, ModelInfo, ModelList, PredictRequest, PredictResponse, error_responses, request_body
-from gateway.validation import parse_json, v1_instances
+from gateway.schemas import (
+    CompareResponse,
+    ExplainCompareResponse,
+    ExplainRequest,
+    ExplainResponse,
+    ModelInfo,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    error_responses,
+    request_body,
+)
+from gateway.validation import explain_targets, parse_json, v1_instances
+from models import explain as ig
 
 router = APIRouter(tags=["V1 (TensorFlow Serving REST)"])
 
@@ -71,6 +83,68 @@ async def compare(model: str, request: Request) -> Response:
         return Response(orjson.dumps(body), media_type="application/json", headers={"X-Request-ID": rid})
     except GatewayError as exc:
         outcome.status = exc.status
+        return exc.response(rid)
+    finally:
+        outcome.record()
+
+
+IG_FIELDS = {"method": ig.METHOD, "integration": ig.INTEGRATION, "steps": ig.STEPS, "baseline": ig.BASELINE}
+
+
+@router.post(
+    "/v1/models/{model}:explain",
+    summary="Integrated Gradients attributions from one stack (or both, with ?compare=true)",
+    response_model=ExplainResponse | ExplainCompareResponse,
+    responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    openapi_extra={
+        **request_body(ExplainRequest),
+        "parameters": [
+            *BACKEND_PARAM["parameters"],
+            {"name": "compare", "in": "query", "required": False, "schema": {"type": "boolean"}, "description": "ask both stacks and compare their attributions"},
+        ],
+    },
+)
+async def explain(model: str, request: Request) -> Response:
+    plane: DataPlane = request.app.state.plane
+    rid = request_id(request)
+    compare = request.query_params.get("compare", "").lower() in ("1", "true", "yes")
+    outcome = Outcome("explain_compare" if compare else "explain", backend="both" if compare else "none")
+    try:
+        override = plane.check_backend(backend_override(request))
+        spec = plane.spec(model)
+        outcome.model = model
+        raw = await read_body(request, plane.settings.max_body_bytes)
+        body = parse_json(raw)
+        rows, row_format = v1_instances(body, spec)
+        targets = explain_targets(body, len(rows), spec)
+        inf = Inference(spec, rows, raw, row_format)
+        if compare:
+            cmp = await plane.explain_compare(inf, targets, rid)
+            out = {
+                "model": model,
+                **IG_FIELDS,
+                "results": {n: {"targets": r.targets, "attributions": r.attributions, "latency_ms": round(r.seconds * 1000, 3)} for n, r in cmp.pop("results").items()},
+                **cmp,
+            }
+            outcome.status = 200
+            return Response(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json", headers={"X-Request-ID": rid})
+        result, failed = await plane.explain(inf, targets, override, rid)
+        outcome.backend, outcome.status = result.backend, 200
+        out = {
+            "model": model,
+            "backend": result.backend,
+            **IG_FIELDS,
+            "score": "logit",
+            "explanations": [{"target": t, "attributions": a} for t, a in zip(result.targets, result.attributions)],
+        }
+        headers = {"X-Backend": result.backend, "X-Upstream-Ms": f"{result.seconds * 1000:.3f}", "X-Request-ID": rid}
+        if failed:
+            headers["X-Failover-From"] = failed
+        return Response(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json", headers=headers)
+    except GatewayError as exc:
+        outcome.status = exc.status
+        if not compare:
+            outcome.backend = exc.backend or "none"
         return exc.response(rid)
     finally:
         outcome.record()

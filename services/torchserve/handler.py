@@ -20,6 +20,10 @@ import orjson
 import torch
 
 SIGNATURE = "serving_default"
+# Integrated Gradients, the same rule as the SavedModel's `explain` signature (models/explain.py;
+# repeated here because a TorchServe archive cannot import the project's packages)
+IG_STEPS = 64
+IG_METHOD = "gausslegendre"
 
 
 def load_model(model_dir: str, model_file: str, serialized_file: str) -> torch.nn.Module:
@@ -37,13 +41,19 @@ def load_model(model_dir: str, model_file: str, serialized_file: str) -> torch.n
     return model
 
 
-def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
-    """Return the rows as float32 of shape (N, *shape) and the response key, or raise ValueError naming the problem."""
+def decode(request: dict) -> Any:
+    """The request's JSON: TorchServe hands it over decoded (JSON content type) or as bytes."""
+    body = request.get("body") if request.get("body") is not None else request.get("data")
     if isinstance(body, (bytes, bytearray)):
         try:
-            body = orjson.loads(body)
+            return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"request body is not valid JSON: {exc}") from None
+    return body
+
+
+def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
+    """Return the rows as float32 of shape (N, *shape) and the response key, or raise ValueError naming the problem."""
     if not isinstance(body, dict):
         raise ValueError("request body must be a JSON object with 'instances' or 'inputs'")
     signature = body.get("signature_name", SIGNATURE)
@@ -80,6 +90,31 @@ def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
     return rows, key
 
 
+def parse_targets(body: Any, rows: int, num_classes: int) -> list[int]:
+    """The class to explain per row: an int for all, a list of ints, or none (-1: the predicted class)."""
+    target = body.get("target") if isinstance(body, dict) else None
+    if target is None:
+        return [-1] * rows
+    targets = [target] * rows if isinstance(target, int) and not isinstance(target, bool) else target
+    if not isinstance(targets, list) or len(targets) != rows or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
+        raise ValueError(f"'target' must be an integer class or a list of {rows} integers")
+    bad = [t for t in targets if not -1 <= t < num_classes]
+    if bad:
+        raise ValueError(f"target class {bad[0]} is out of range: this model has classes 0..{num_classes - 1} (-1: the predicted class)")
+    return targets
+
+
+def integrated_gradients(model: torch.nn.Module, rows: np.ndarray, targets: list[int]) -> tuple[np.ndarray, list[int]]:
+    from captum.attr import IntegratedGradients
+
+    x = torch.from_numpy(rows)
+    with torch.no_grad():
+        predicted = model(x).argmax(-1).tolist()
+    chosen = [p if t < 0 else t for t, p in zip(targets, predicted)]
+    attributions = IntegratedGradients(model.logits).attribute(x, baselines=torch.zeros_like(x), target=torch.tensor(chosen), n_steps=IG_STEPS, method=IG_METHOD)
+    return attributions.detach().numpy(), chosen
+
+
 def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
@@ -104,9 +139,12 @@ class TwinserveHandler:
         parsed: list[tuple[int, np.ndarray, str]] = []
         for idx, request in enumerate(data):
             context.set_response_content_type(idx, "application/json")
-            body = request.get("body") if request.get("body") is not None else request.get("data")
             try:
+                body = decode(request)
                 rows, key = parse_request(body, self.spec)
+                if context.get_request_header(idx, "explain") == "True":
+                    responses[idx] = self.explain(body, rows)
+                    continue
             except ValueError as exc:
                 context.set_response_status(400, str(exc), idx)
                 responses[idx] = error_body(str(exc))
@@ -122,3 +160,9 @@ class TwinserveHandler:
                 responses[idx] = orjson.dumps({key: probs[start:end]}, option=orjson.OPT_SERIALIZE_NUMPY)
                 start = end
         return responses
+
+    def explain(self, body: dict, rows: np.ndarray) -> bytes:
+        """Integrated Gradients per row (POST /explanations/<model>); a bad target raises ValueError (400)."""
+        targets = parse_targets(body, len(rows), len(self.spec["labels"]))
+        attributions, chosen = integrated_gradients(self.model, rows, targets)  # type: ignore[arg-type]
+        return orjson.dumps({"attributions": attributions, "targets": chosen}, option=orjson.OPT_SERIALIZE_NUMPY)
