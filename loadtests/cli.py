@@ -207,6 +207,22 @@ def cmd_reliability(args: argparse.Namespace) -> int:
     return 1 if lost else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Ask the gateway for both stacks' attributions of one digits input and draw them side by side."""
+    from loadtests import heatmap
+
+    settings = StackSettings()
+    gateway = args.gateway or f"http://{settings.host}:{settings.gateway_port}"
+    try:
+        x, answer = heatmap.fetch(gateway, args.model, args.index, args.target)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]explain failed:[/red] {exc} (is the stack up? `twinserve up`)")
+        return 1
+    out = heatmap.plot(x, answer, Path(args.out))
+    console.print(f"attributions agree: max |diff| {answer['max_abs_diff']:.2e}, correlation {answer['correlation'][0]:.6f}; heat map: {out}")
+    return 0
+
+
 def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     from twinserve.cli import _models
 
@@ -254,6 +270,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--soak-rate", type=float, default=300.0, help="requests per second (about half of one stack's capacity here)")
     p.add_argument("--out", help="folder for the figures (default: reports/reliability-<timestamp>)")
     p.set_defaults(func=cmd_reliability)
+
+    p = sub.add_parser("explain", help="heat map of one digits input's attributions from both stacks (PNG)")
+    p.add_argument("--model", default="digits", choices=["digits"])
+    p.add_argument("--index", type=int, default=0, help="row of scikit-learn's digits data")
+    p.add_argument("--target", type=int, help="class to explain (default: the predicted one)")
+    p.add_argument("--gateway", help="gateway URL (default: the native one)")
+    p.add_argument("--out", default=str(ROOT / "reports" / "explain_digits.png"))
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="export, start the stack, a short comparison, stop, print the report path")
     _add_bench_options(p, DEMO)

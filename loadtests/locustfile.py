@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from locust import FastHttpUser, constant, constant_throughput, task  # noqa: E402
 
-from loadtests.payloads import bodies, check_answer, describe_error  # noqa: E402
+from loadtests.payloads import bodies, check_answer, check_explanation, describe_error  # noqa: E402
 from loadtests.targets import TARGETS  # noqa: E402
 from models.spec import get_spec  # noqa: E402
 
@@ -29,6 +29,7 @@ MODEL = os.environ.get("TWINSERVE_LOAD_MODEL", "tabular")
 INSTANCES = int(os.environ.get("TWINSERVE_LOAD_INSTANCES", "1"))
 RATE = float(os.environ.get("TWINSERVE_LOAD_RATE_PER_USER", "0"))
 NUM_CLASSES = get_spec(MODEL).num_classes
+SHAPE = get_spec(MODEL).shape
 BODIES = bodies(MODEL, INSTANCES)
 HEADERS = {"Content-Type": "application/json"}
 
@@ -45,6 +46,9 @@ class _PredictUser(FastHttpUser):
         self.bodies = itertools.islice(itertools.cycle(BODIES), start, None)
         self.path = TARGETS[self.target].path(MODEL)
 
+    def check(self, content: bytes) -> str | None:
+        return check_answer(content, INSTANCES, NUM_CLASSES)
+
     @task
     def predict(self) -> None:
         with self.client.post(self.path, data=next(self.bodies), headers=HEADERS, name=f"{MODEL}", catch_response=True) as resp:
@@ -54,7 +58,7 @@ class _PredictUser(FastHttpUser):
                 resp.request_meta["name"] = f"{MODEL} [{reason}]"
                 resp.failure(reason)
                 return
-            problem = check_answer(resp.content, INSTANCES, NUM_CLASSES)
+            problem = self.check(resp.content)
             if problem:
                 resp.request_meta["name"] = f"{MODEL} [wrong answer]"
                 resp.failure(problem)
@@ -80,3 +84,18 @@ class GatewayRouted(_PredictUser):
     """Through the gateway with its own routing policy (split, mirror, failover)."""
 
     target = "gateway"
+
+
+class GatewayExplainTorchServe(_PredictUser):
+    """Explanation traffic: Integrated Gradients from TorchServe (Captum), through the gateway."""
+
+    target = "explain-torchserve"
+
+    def check(self, content: bytes) -> str | None:
+        return check_explanation(content, INSTANCES, SHAPE)
+
+
+class GatewayExplainTFServing(GatewayExplainTorchServe):
+    """Explanation traffic: the SavedModel's explain signature on the TF backend, through the gateway."""
+
+    target = "explain-tfserving"

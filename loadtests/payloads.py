@@ -56,6 +56,20 @@ def check_answer(content: bytes, instances: int, num_classes: int) -> str | None
     return None
 
 
+def check_explanation(content: bytes, instances: int, shape: tuple[int, ...]) -> str | None:
+    """None when there is one attribution tensor of the input's shape per row, else what is wrong."""
+    try:
+        explanations = orjson.loads(content)["explanations"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "answer has no 'explanations'"
+    if not isinstance(explanations, list) or len(explanations) != instances:
+        return f"expected {instances} explanations"
+    for e in explanations:
+        if np.asarray(e.get("attributions")).shape != shape:
+            return f"attributions must have the input's shape {list(shape)}"
+    return None
+
+
 def describe_error(status: int, content: bytes) -> str:
     """A failure reason that says whether the error was a clear one naming a backend."""
     try:

@@ -13,7 +13,11 @@ class Target:
     stack: str  # which serving stack answers
     via_gateway: bool
 
+    endpoint: str = "predict"  # or "explain" (Integrated Gradients through the gateway)
+
     def path(self, model: str) -> str:
+        if self.endpoint == "explain":
+            return f"/v1/models/{model}:explain?backend={self.stack}"
         if self.url_key == "torchserve":
             return f"/predictions/{model}"
         if self.url_key == "tfserving" or self.stack == "routed":
@@ -29,6 +33,8 @@ TARGETS: dict[str, Target] = {
         Target("gateway-torchserve", "GatewayTorchServe", "gateway", "torchserve", True),
         Target("gateway-tfserving", "GatewayTFServing", "gateway", "tfserving", True),
         Target("gateway", "GatewayRouted", "gateway", "routed", True),
+        Target("explain-torchserve", "GatewayExplainTorchServe", "gateway", "torchserve", True, "explain"),
+        Target("explain-tfserving", "GatewayExplainTFServing", "gateway", "tfserving", True, "explain"),
     )
 }
 

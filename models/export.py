@@ -165,10 +165,8 @@ def build_mar(spec: ModelSpec, art: Artifacts) -> None:
         raise ExportError(f"{spec.name}: torch-model-archiver failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
-def load_torch_from_mar(mar: Path, workdir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Unpack the archive and load it with the handler's own loader, as a TorchServe worker would."""
-    import torch
-
+def load_torch_model_from_mar(mar: Path, workdir: Path) -> Any:
+    """Unpack the archive and load its model with the handler's own loader, as a TorchServe worker would."""
     sys.path.insert(0, str(HANDLER.parent))
     try:
         handler = importlib.import_module("handler")
@@ -177,7 +175,14 @@ def load_torch_from_mar(mar: Path, workdir: Path) -> Callable[[np.ndarray], np.n
     with zipfile.ZipFile(mar) as zf:
         zf.extractall(workdir)
     manifest = json.loads((workdir / "MAR-INF" / "MANIFEST.json").read_text())["model"]
-    model = handler.load_model(str(workdir), manifest["modelFile"], manifest["serializedFile"])
+    return handler.load_model(str(workdir), manifest["modelFile"], manifest["serializedFile"])
+
+
+def load_torch_from_mar(mar: Path, workdir: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The archive's model as a function from rows to probabilities."""
+    import torch
+
+    model = load_torch_model_from_mar(mar, workdir)
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -49,6 +49,9 @@ class Engine:
             status = exc.code
             raise
         except Exception as exc:
+            if type(exc).__name__ == "InvalidArgumentError":  # bad values the graph itself rejects
+                status = "INVALID_ARGUMENT"
+                raise ServingError(status, str(getattr(exc, "message", exc)).splitlines()[0][:300]) from exc
             status = "INTERNAL"
             raise ServingError("INTERNAL", f"model execution failed: {type(exc).__name__}") from exc
         finally:
