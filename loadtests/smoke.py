@@ -39,7 +39,16 @@ def check(gateway: str) -> list[str]:
     return problems
 
 
+def served(gateway: str) -> int:
+    """Requests the gateway has answered with 200, from its Prometheus metrics."""
+    text = httpx.get(f"{gateway}/metrics", timeout=10).text
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("twinserve_gateway_requests_total{") and 'status="200"' in line))
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--served"]:
+        print(served(sys.argv[2]))
+        return 0
     problems = check(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000")
     for p in problems:
         print(f"FAIL {p}")

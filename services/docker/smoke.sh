@@ -103,6 +103,10 @@ log "predictions for every model through the gateway, to both stacks"
 "$PY" -m loadtests.smoke "http://127.0.0.1:$PORT"
 
 log "a short locust load from the loadtest profile"
+before=$("$PY" -m loadtests.smoke --served "http://127.0.0.1:$PORT")
 LOCUST_DURATION=10s docker-compose --profile loadtest up --no-color --exit-code-from locust-master locust-master locust-worker 2>&1 | tail -25
+after=$("$PY" -m loadtests.smoke --served "http://127.0.0.1:$PORT")
+echo "requests served through the gateway during the load: $((after - before))"
+[ $((after - before)) -gt 0 ] || { echo "the locust profile sent nothing"; exit 1; }
 
 log "compose smoke passed"
