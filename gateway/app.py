@@ -21,6 +21,7 @@ from gateway.backends.tfserving import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError
+from gateway.fastpath import FastPath
 from gateway.http import check_api_key
 from gateway.protocols import v1, v2
 from gateway.schemas import Health, Readiness, model_parameter_enum, request_components
@@ -29,10 +30,14 @@ from twinserve.settings import GatewaySettings
 log = logging.getLogger("twinserve.gateway")
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None) -> FastPath:
+    """The gateway: the FastAPI application behind the ASGI fast path for predict."""
     settings = settings or GatewaySettings()
     keys = [k.strip().encode() for k in settings.api_keys.split(",") if k.strip()]
+    return FastPath(create_fastapi(settings, keys), keys)
 
+
+def create_fastapi(settings: GatewaySettings, keys: list[bytes]) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backends = {"torchserve": TorchServeBackend(settings), "tfserving": TFServingBackend(settings)}

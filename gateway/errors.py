@@ -15,12 +15,14 @@ class GatewayError(Exception):
         self.backend = backend
         self.headers = headers or {}
 
+    def body(self) -> bytes:
+        return orjson.dumps({"error": {"type": self.type, "message": self.message, "backend": self.backend}})
+
     def response(self, request_id: str | None = None) -> Response:
         headers = dict(self.headers)
         if request_id:
             headers["X-Request-ID"] = request_id
-        body = orjson.dumps({"error": {"type": self.type, "message": self.message, "backend": self.backend}})
-        return Response(body, status_code=self.status, media_type="application/json", headers=headers)
+        return Response(self.body(), status_code=self.status, media_type="application/json", headers=headers)
 
 
 def bad_request(message: str, type_: str = "invalid_input") -> GatewayError:

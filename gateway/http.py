@@ -6,6 +6,7 @@ import hmac
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 
@@ -14,22 +15,41 @@ from gateway.errors import GatewayError
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    return await read_limited(request.stream(), request.headers.get("content-length"), limit)
+
+
+async def asgi_chunks(receive: Callable[[], Awaitable[dict]]) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError(400, "client_disconnected", "the client went away while sending its body")
+        yield message.get("body", b"")
+        if not message.get("more_body"):
+            return
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The body, or a 413 as soon as it is known to exceed the limit (declared or counted)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         metrics.REJECTED.labels("body_too_large").inc()
         raise GatewayError(413, "body_too_large", f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             metrics.REJECTED.labels("body_too_large").inc()
             raise GatewayError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def request_id(request: Request) -> str:
-    rid = request.headers.get("x-request-id")
+    return request_id_from(request.headers)
+
+
+def request_id_from(headers: Mapping[str, str]) -> str:
+    """The client's X-Request-ID when it is sane, else a fresh one."""
+    rid = headers.get("x-request-id")
     if rid and len(rid) <= 128 and rid.isprintable():
         return rid
     return uuid.uuid4().hex
@@ -40,12 +60,16 @@ def backend_override(request: Request) -> str | None:
 
 
 def check_api_key(request: Request, keys: list[bytes]) -> None:
+    check_api_key_in(request.headers, keys)
+
+
+def check_api_key_in(headers: Mapping[str, str], keys: list[bytes]) -> None:
     """Constant-time comparison against every configured key; nothing to check when none are set."""
     if not keys:
         return
-    supplied = request.headers.get("x-api-key")
+    supplied = headers.get("x-api-key")
     if supplied is None:
-        auth = request.headers.get("authorization", "")
+        auth = headers.get("authorization", "")
         supplied = auth[7:] if auth[:7].lower() == "bearer " else None
     if supplied is not None:
         candidate = supplied.encode()
@@ -68,5 +92,15 @@ class Outcome:
     started: float = field(default_factory=time.perf_counter)
 
     def record(self) -> None:
-        metrics.REQUESTS.labels(self.model, self.backend, self.endpoint, str(self.status)).inc()
-        metrics.LATENCY.labels(self.model, self.backend, self.endpoint).observe(time.perf_counter() - self.started)
+        key = (self.model, self.backend, self.endpoint, self.status)
+        children = _CHILDREN.get(key)
+        if children is None:  # label lookups are resolved once per combination, not per request
+            children = _CHILDREN[key] = (
+                metrics.REQUESTS.labels(self.model, self.backend, self.endpoint, str(self.status)),
+                metrics.LATENCY.labels(self.model, self.backend, self.endpoint),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - self.started)
+
+
+_CHILDREN: dict[tuple, tuple] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -37,6 +39,30 @@ async def _inference(request: Request, plane: DataPlane, model: str, outcome: Ou
     return Inference(spec, rows, raw, row_format)
 
 
+async def predict_core(plane: DataPlane, model: str, read: Callable[[], Awaitable[bytes]], override: str | None, rid: str) -> tuple[int, bytes, dict[str, str]]:
+    """The whole predict exchange, free of any web framework: both the documented FastAPI route and
+    the ASGI fast path (gateway/fastpath.py) answer through it. Returns (status, body, headers)."""
+    outcome = Outcome("predict")
+    try:
+        backend = plane.check_backend(override)
+        spec = plane.spec(model)
+        outcome.model = model
+        raw = await read()
+        rows, row_format = v1_instances(parse_json(raw), spec)
+        served = await plane.infer(Inference(spec, rows, raw, row_format), backend, rid)
+        result = served.result
+        outcome.backend, outcome.status = result.backend, 200
+        headers = {"X-Backend": result.backend, "X-Upstream-Ms": f"{result.seconds * 1000:.3f}", "X-Request-ID": rid}
+        if served.failover_from:
+            headers["X-Failover-From"] = served.failover_from
+        return 200, result.body, headers
+    except GatewayError as exc:
+        outcome.status, outcome.backend = exc.status, exc.backend or "none"
+        return exc.status, exc.body(), {**exc.headers, "X-Request-ID": rid}
+    finally:
+        outcome.record()
+
+
 @router.post(
     "/v1/models/{model}:predict",
     summary="Predict (TF Serving request and response bodies)",
@@ -46,23 +72,8 @@ async def _inference(request: Request, plane: DataPlane, model: str, outcome: Ou
 )
 async def predict(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    rid = request_id(request)
-    outcome = Outcome("predict")
-    try:
-        override = plane.check_backend(backend_override(request))
-        inf = await _inference(request, plane, model, outcome)
-        served = await plane.infer(inf, override, rid)
-        result = served.result
-        outcome.backend, outcome.status = result.backend, 200
-        headers = {"X-Backend": result.backend, "X-Upstream-Ms": f"{result.seconds * 1000:.3f}", "X-Request-ID": rid}
-        if served.failover_from:
-            headers["X-Failover-From"] = served.failover_from
-        return Response(result.body, media_type="application/json", headers=headers)
-    except GatewayError as exc:
-        outcome.status, outcome.backend = exc.status, exc.backend or "none"
-        return exc.response(rid)
-    finally:
-        outcome.record()
+    status, body, headers = await predict_core(plane, model, lambda: read_body(request, plane.settings.max_body_bytes), backend_override(request), request_id(request))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 @router.post(
