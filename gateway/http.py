@@ -81,6 +81,14 @@ def check_api_key_in(headers: Mapping[str, str], keys: list[bytes]) -> None:
     raise GatewayError(401, "unauthorized", "missing or invalid API key (send X-API-Key or Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"})
 
 
+def served_headers(backend: str, seconds: float, rid: str, failover_from: str | None) -> dict[str, str]:
+    """Which stack answered, its upstream time, the request ID, and any failover."""
+    headers = {"X-Backend": backend, "X-Upstream-Ms": f"{seconds * 1000:.3f}", "X-Request-ID": rid}
+    if failover_from:
+        headers["X-Failover-From"] = failover_from
+    return headers
+
+
 @dataclass
 class Outcome:
     """What one request did, recorded into the metrics when it ends."""

@@ -224,14 +224,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
-    from twinserve.cli import _models
+    from twinserve.cli import _models, choices_list
 
-    def _targets(value: str) -> list[str]:
-        names = [v.strip() for v in value.split(",") if v.strip()]
-        bad = [n for n in names if n not in TARGETS]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS)}")
-        return names
+    _targets = choices_list(TARGETS, "target")
 
     def _ints(value: str) -> list[int]:
         return [int(v) for v in value.split(",") if v.strip()]

@@ -124,6 +124,33 @@ def _reap() -> None:
         pass
 
 
+def poll_models(url: Callable[[str], str], models: list[str], state: Callable[[object], str], headers: dict[str, str] | None = None, timeout: float = 2.0) -> dict[str, str]:
+    """Each model's state from its stack's status URL: DOWN when unreachable, NOT LOADED on an error
+    status, else what `state` reads from the JSON answer."""
+    import httpx
+
+    states: dict[str, str] = {}
+    with httpx.Client(timeout=timeout, headers=headers or {}) as client:
+        for name in models:
+            try:
+                r = client.get(url(name))
+            except httpx.HTTPError:
+                states[name] = "DOWN"
+                continue
+            states[name] = state(r.json()) if r.status_code == 200 else f"NOT LOADED ({r.status_code})"
+    return states
+
+
+def ready_when_all(states: Callable[[], dict[str, str]]) -> Callable[[], tuple[bool, str]]:
+    """A Launch.ready check: every model READY; the detail lists each model's state."""
+
+    def ready() -> tuple[bool, str]:
+        current = states()
+        return all(s == "READY" for s in current.values()), ", ".join(f"{n} {s}" for n, s in current.items())
+
+    return ready
+
+
 def tail(path: str | Path, lines: int = 15) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, Iterable
 from pathlib import Path
 
 from models.spec import MODEL_NAMES
 
 
-def _models(value: str) -> list[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
-    return names
+def choices_list(choices: Iterable[str], what: str) -> Callable[[str], list[str]]:
+    """An argparse type for a comma-separated list drawn from `choices`."""
+    allowed = list(choices)
+
+    def parse(value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
+_models = choices_list(MODEL_NAMES, "model")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

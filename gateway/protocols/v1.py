@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from gateway.dataplane import DataPlane, Inference
 from gateway.errors import GatewayError
-from gateway.http import Outcome, backend_override, read_body, request_id
+from gateway.http import Outcome, backend_override, read_body, request_id, served_headers
 from gateway.schemas import (
     CompareResponse,
     ExplainCompareResponse,
@@ -52,9 +52,7 @@ async def predict_core(plane: DataPlane, model: str, read: Callable[[], Awaitabl
         served = await plane.infer(Inference(spec, rows, raw, row_format), backend, rid)
         result = served.result
         outcome.backend, outcome.status = result.backend, 200
-        headers = {"X-Backend": result.backend, "X-Upstream-Ms": f"{result.seconds * 1000:.3f}", "X-Request-ID": rid}
-        if served.failover_from:
-            headers["X-Failover-From"] = served.failover_from
+        headers = served_headers(result.backend, result.seconds, rid, served.failover_from)
         return 200, result.body, headers
     except GatewayError as exc:
         outcome.status, outcome.backend = exc.status, exc.backend or "none"
@@ -148,9 +146,7 @@ async def explain(model: str, request: Request) -> Response:
             "score": "logit",
             "explanations": [{"target": t, "attributions": a} for t, a in zip(result.targets, result.attributions)],
         }
-        headers = {"X-Backend": result.backend, "X-Upstream-Ms": f"{result.seconds * 1000:.3f}", "X-Request-ID": rid}
-        if failed:
-            headers["X-Failover-From"] = failed
+        headers = served_headers(result.backend, result.seconds, rid, failed)
         return Response(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json", headers=headers)
     except GatewayError as exc:
         outcome.status = exc.status

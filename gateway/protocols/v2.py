@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from gateway.dataplane import DataPlane, Inference, v1_body
 from gateway.errors import GatewayError, bad_request
-from gateway.http import Outcome, backend_override, read_body, request_id
+from gateway.http import Outcome, backend_override, read_body, request_id, served_headers
 from gateway.schemas import V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2Ready, V2ServerMetadata, error_responses, request_body
 from gateway.validation import outputs_of, parse_json, to_array
 from models.spec import ModelSpec
@@ -92,9 +92,7 @@ async def infer(model: str, request: Request) -> Response:
             "outputs": [{"name": spec.output_name, "shape": list(probs.shape), "datatype": "FP32", "data": probs.reshape(-1)}],
         }
         outcome.backend, outcome.status = result.backend, 200
-        headers = {"X-Backend": result.backend, "X-Upstream-Ms": f"{result.seconds * 1000:.3f}", "X-Request-ID": rid}
-        if served.failover_from:
-            headers["X-Failover-From"] = served.failover_from
+        headers = served_headers(result.backend, result.seconds, rid, served.failover_from)
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json", headers=headers)
     except GatewayError as exc:
         outcome.status, outcome.backend = exc.status, exc.backend or "none"

@@ -6,9 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import httpx
-
-from services.supervisor import Launch
+from services.supervisor import Launch, poll_models, ready_when_all
 from services.tfserving import config
 from twinserve.settings import StackSettings
 
@@ -28,22 +26,14 @@ def choose(settings: StackSettings) -> tuple[list[str], str]:
     return [sys.executable, "-m", "services.tfserving.compat.server"], f"{COMPAT_NAME}, TensorFlow {metadata.version('tensorflow')}"
 
 
+def version_state(answer: object) -> str:
+    versions = answer.get("model_version_status", []) if isinstance(answer, dict) else []
+    return "READY" if any(v.get("state") == "AVAILABLE" for v in versions) else ",".join(v.get("state", "?") for v in versions) or "NO VERSION"
+
+
 def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
     base = f"http://{settings.host}:{settings.tfserving_rest_port}"
-    states: dict[str, str] = {}
-    with httpx.Client(timeout=timeout) as client:
-        for name in settings.model_list:
-            try:
-                r = client.get(f"{base}/v1/models/{name}")
-            except httpx.HTTPError:
-                states[name] = "DOWN"
-                continue
-            if r.status_code != 200:
-                states[name] = f"NOT LOADED ({r.status_code})"
-                continue
-            versions = r.json().get("model_version_status", [])
-            states[name] = "READY" if any(v.get("state") == "AVAILABLE" for v in versions) else ",".join(v.get("state", "?") for v in versions) or "NO VERSION"
-    return states
+    return poll_models(lambda name: f"{base}/v1/models/{name}", settings.model_list, version_state, timeout=timeout)
 
 
 def launch(settings: StackSettings, run_dir: Path) -> Launch:
@@ -71,15 +61,11 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
         cmd += [f"--rest_api_host={settings.host}", f"--grpc_host={settings.host}"]
     h = settings.host
 
-    def ready() -> tuple[bool, str]:
-        states = model_states(settings, timeout=1.0)
-        return all(s == "READY" for s in states.values()), ", ".join(f"{n} {s}" for n, s in states.items())
-
     return Launch(
         name="tfserving",
         cmd=cmd,
         ports=[settings.tfserving_grpc_port, settings.tfserving_rest_port],
-        ready=ready,
+        ready=ready_when_all(lambda: model_states(settings, timeout=1.0)),
         urls={
             "rest": f"http://{h}:{settings.tfserving_rest_port}",
             "grpc": f"{h}:{settings.tfserving_grpc_port}",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import httpx
-
-from services.supervisor import Launch
+from services.supervisor import Launch, poll_models, ready_when_all
 from services.torchserve import config
 from services.torchserve.keys import KEY_FILE, auth_header
 from twinserve.settings import StackSettings
@@ -17,25 +15,17 @@ def key_file(settings: StackSettings) -> Path:
     return settings.run_dir / "torchserve" / KEY_FILE
 
 
+def worker_state(answer: object) -> str:
+    workers = answer[0].get("workers", []) if isinstance(answer, list) and answer else []
+    ready = [w for w in workers if w.get("status") == "READY"]
+    return "READY" if workers and len(ready) == len(workers) else f"{len(ready)}/{len(workers)} workers ready"
+
+
 def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
     """READY when every worker of the model is READY; the worker states otherwise; DOWN when unreachable."""
     base = f"http://{settings.host}:{settings.torchserve_management_port}"
-    states: dict[str, str] = {}
     headers = auth_header(key_file(settings), "management") if settings.torchserve_token_auth else {}
-    with httpx.Client(timeout=timeout, headers=headers) as client:
-        for name in settings.model_list:
-            try:
-                r = client.get(f"{base}/models/{name}")
-            except httpx.HTTPError:
-                states[name] = "DOWN"
-                continue
-            if r.status_code != 200:
-                states[name] = f"NOT LOADED ({r.status_code})"
-                continue
-            workers = r.json()[0].get("workers", [])
-            ready = [w for w in workers if w.get("status") == "READY"]
-            states[name] = "READY" if workers and len(ready) == len(workers) else f"{len(ready)}/{len(workers)} workers ready"
-    return states
+    return poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, headers, timeout)
 
 
 def launch(settings: StackSettings, run_dir: Path) -> Launch:
@@ -68,10 +58,6 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
     }
     h = settings.host
 
-    def ready() -> tuple[bool, str]:
-        states = model_states(settings, timeout=1.0)
-        return all(s == "READY" for s in states.values()), ", ".join(f"{n} {s}" for n, s in states.items())
-
     return Launch(
         name="torchserve",
         cmd=cmd,
@@ -82,7 +68,7 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
             settings.torchserve_grpc_inference_port,
             settings.torchserve_grpc_management_port,
         ],
-        ready=ready,
+        ready=ready_when_all(lambda: model_states(settings, timeout=1.0)),
         urls={
             "inference": f"http://{h}:{settings.torchserve_inference_port}",
             "management": f"http://{h}:{settings.torchserve_management_port}",
