@@ -42,7 +42,8 @@ def to_array(data: Any, spec: ModelSpec, where: str) -> np.ndarray:
         raise bad_request(f"each instance of model {spec.name!r} must have shape {list(spec.shape)}; got {list(arr.shape[1:])}", "invalid_shape")
     if arr.shape[0] > spec.max_batch:
         raise bad_request(f"batch of {arr.shape[0]} instances exceeds the limit of {spec.max_batch} for model {spec.name!r}", "batch_too_large")
-    arr = arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused just below
+        arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         raise bad_request(f"{where} contains NaN or infinite values", "non_finite")
     return arr
