@@ -107,7 +107,7 @@ def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: 
                 "cpu_ms_per_request": round(1000 * usage.cpu_seconds / figures.requests, 4) if figures.requests else None,
                 "peak_rss_mb": usage.peak_rss_mb,
             }
-    return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), code, server, stats.failure_reasons(Path(f"{prefix}_failures.csv")))
+    return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), code, server, stats.failure_reasons(path))
 
 
 def order(targets: list[str], rep: int) -> list[str]:

@@ -60,7 +60,7 @@ class _PredictUser(FastHttpUser):
                 return
             problem = self.check(resp.content)
             if problem:
-                resp.request_meta["name"] = f"{MODEL} [wrong answer]"
+                resp.request_meta["name"] = f"{MODEL} [wrong answer: {problem}]"
                 resp.failure(problem)
 
 

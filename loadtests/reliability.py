@@ -71,24 +71,22 @@ CLEAR_5XX = re.compile(r"^HTTP 5\d\d \S+ \(backend (torchserve|tfserving)\)$")
 
 
 def account(prefix: Path) -> dict:
-    """Every request, from locust's complete JSON (one entry per outcome, see the locustfile):
-    served, a clear 5xx naming a backend, shed with 429, wrong, or lost (no answer at all)."""
-    entries = json.loads(Path(f"{prefix}.json").read_text())
-    out = {"requests": 0, "served": 0, "clear_5xx_by_cause": {}, "shed_429": 0, "wrong": 0, "lost": 0, "other_errors": {}}
-    for e in entries:
-        out["requests"] += e["num_requests"]
-        reason = e["name"].partition(" [")[2].rstrip("]")
-        if not reason:  # the plain entry: its failures had no HTTP answer (connection errors, client timeouts)
-            out["served"] += e["num_requests"] - e["num_failures"]
-            out["lost"] += e["num_failures"]
+    """Every request, from locust's complete JSON: served, a clear 5xx naming a backend, shed with
+    429, a wrong answer, or lost (no answer at all)."""
+    path = Path(f"{prefix}.json")
+    total = stats.figures(path)
+    out = {"requests": total.requests, "served": total.requests - total.failures, "clear_5xx_by_cause": {}, "shed_429": 0, "wrong": 0, "lost": 0, "other_errors": {}}
+    for reason, count in stats.failure_reasons(path).items():
+        if reason == stats.NO_ANSWER:
+            out["lost"] += count
         elif reason.startswith("HTTP 429"):
-            out["shed_429"] += e["num_requests"]
+            out["shed_429"] += count
         elif CLEAR_5XX.match(reason):
-            out["clear_5xx_by_cause"][reason] = e["num_requests"]
-        elif reason == "wrong answer":
-            out["wrong"] += e["num_requests"]
+            out["clear_5xx_by_cause"][reason] = count
+        elif reason.startswith("wrong answer"):
+            out["wrong"] += count
         else:
-            out["other_errors"][reason] = e["num_requests"]
+            out["other_errors"][reason] = count
     out["lost_or_wrong"] = out["lost"] + out["wrong"] + sum(out["other_errors"].values())
     return out
 

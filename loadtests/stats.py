@@ -102,12 +102,21 @@ def history(csv_path: Path) -> list[dict]:
     return rows
 
 
-def failure_reasons(csv_path: Path) -> dict[str, int]:
+NO_ANSWER = "no answer (connection error or client timeout)"
+
+
+def failure_reasons(json_path: Path) -> dict[str, int]:
+    """Failures by reason, from locust's complete JSON: the locustfile files each kind of failure
+    under its own name ("tabular [HTTP 503 backend_unavailable (backend tfserving)]"); failures left
+    under the plain name had no HTTP answer at all. (The failures CSV can undercount.)"""
     out: dict[str, int] = {}
     try:
-        with open(csv_path) as fh:
-            for row in csv.DictReader(fh):
-                out[row["Error"]] = out.get(row["Error"], 0) + int(row["Occurrences"])
-    except FileNotFoundError:
-        pass
+        entries = json.loads(Path(json_path).read_text())
+    except (OSError, ValueError):
+        return out
+    for e in entries:
+        if not e["num_failures"]:
+            continue
+        reason = e["name"].partition(" [")[2].rstrip("]") or NO_ANSWER
+        out[reason] = out.get(reason, 0) + e["num_failures"]
     return out

@@ -114,3 +114,4 @@ def test_wrong_answers_count_as_failures(tmp_path: Path) -> None:
     assert result["requests"] > 0
     assert result["failures"] == result["requests"]
     assert any("probabilities per row" in reason for reason in result["failure_reasons"])
+    assert sum(result["failure_reasons"].values()) == result["failures"]  # every failure has its reason
