@@ -67,7 +67,7 @@ def run_locust(cfg: BenchConfig, target: Target, model: str, users: int, seconds
     prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), target.user_class,
-        "--headless", "-u", str(users), "-r", str(max(cfg.spawn_rate, users if cfg.profile == "ramp" else cfg.spawn_rate)),
+        "--headless", "-u", str(users), "-r", str(users if cfg.profile == "ramp" else cfg.spawn_rate),  # a ramp step starts its users at once
         "-t", f"{seconds}s", "--host", cfg.urls[target.url_key],
         "--csv", str(prefix), "--json-file", str(prefix), "--only-summary", "--stop-timeout", "5",
         "--loglevel", "WARNING",

@@ -100,7 +100,7 @@ def gateway_metric(settings: StackSettings, name: str, **labels: str) -> float:
     return total
 
 
-def torchserve_worker_pids(settings: StackSettings, pgid: int) -> list[int]:
+def torchserve_worker_pids(pgid: int) -> list[int]:
     return [p.pid for p in group_processes(pgid) if "model_service_worker" in " ".join(p.cmdline())]
 
 
@@ -117,7 +117,7 @@ def faults(out: Path, seconds: int = 36) -> dict:
         killed: list[int] = []
 
         def kill_worker() -> None:
-            pids = torchserve_worker_pids(settings, ts_pgid)
+            pids = torchserve_worker_pids(ts_pgid)
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
 
@@ -146,7 +146,8 @@ def faults(out: Path, seconds: int = 36) -> dict:
         result["failovers"] = {f"{a}->{b}": gateway_metric(settings, "twinserve_gateway_failovers_total", from_backend=a, to_backend=b) for a, b in (("torchserve", "tfserving"), ("tfserving", "torchserve"))}
         result["circuit_opened"] = {b: gateway_metric(settings, "twinserve_gateway_circuit_transitions_total", backend=b, state="open") for b in ("torchserve", "tfserving")}
         result["circuit_closed_again"] = {b: gateway_metric(settings, "twinserve_gateway_circuit_transitions_total", backend=b, state="closed") for b in ("torchserve", "tfserving")}
-        result["torchserve_worker_restarted"] = bool(torchserve_worker_pids(settings, ts_pgid)) and torchserve_worker_pids(settings, ts_pgid)[0] not in killed
+        workers = torchserve_worker_pids(ts_pgid)
+        result["torchserve_worker_restarted"] = bool(workers) and not set(workers) & set(killed)
         return result
     finally:
         for svc in sup.load().values():  # a stopped process cannot be terminated

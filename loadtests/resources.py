@@ -64,11 +64,6 @@ class GroupMonitor:
     def __enter__(self) -> "GroupMonitor":
         if self.pgid is not None:
             self.procs = group_processes(self.pgid)
-            for p in self.procs:
-                try:
-                    p.cpu_percent(None)
-                except psutil.Error:
-                    pass
             self.cpu0 = cpu_seconds(self.procs)
             self.peak = rss_bytes(self.procs)
             self._thread = threading.Thread(target=self._sample, daemon=True)

@@ -31,12 +31,18 @@ router = APIRouter(tags=["V1 (TensorFlow Serving REST)"])
 BACKEND_PARAM = {"parameters": [{"name": "backend", "in": "query", "required": False, "schema": {"type": "string", "enum": ["torchserve", "tfserving"]}, "description": "serve from this stack (or send the X-Backend header)"}]}
 
 
-async def _inference(request: Request, plane: DataPlane, model: str, outcome: Outcome) -> Inference:
+async def _inference(plane: DataPlane, model: str, read: Callable[[], Awaitable[bytes]], outcome: Outcome) -> tuple[Inference, dict]:
+    """The model's spec, the body read within its limit, and its rows validated: (inference, parsed body)."""
     spec = plane.spec(model)
     outcome.model = model
-    raw = await read_body(request, plane.settings.max_body_bytes)
-    rows, row_format = v1_instances(parse_json(raw), spec)
-    return Inference(spec, rows, raw, row_format)
+    raw = await read()
+    body = parse_json(raw)
+    rows, row_format = v1_instances(body, spec)
+    return Inference(spec, rows, raw, row_format), body
+
+
+def _reader(request: Request, plane: DataPlane) -> Callable[[], Awaitable[bytes]]:
+    return lambda: read_body(request, plane.settings.max_body_bytes)
 
 
 async def predict_core(plane: DataPlane, model: str, read: Callable[[], Awaitable[bytes]], override: str | None, rid: str) -> tuple[int, bytes, dict[str, str]]:
@@ -45,11 +51,8 @@ async def predict_core(plane: DataPlane, model: str, read: Callable[[], Awaitabl
     outcome = Outcome("predict")
     try:
         backend = plane.check_backend(override)
-        spec = plane.spec(model)
-        outcome.model = model
-        raw = await read()
-        rows, row_format = v1_instances(parse_json(raw), spec)
-        served = await plane.infer(Inference(spec, rows, raw, row_format), backend, rid)
+        inf, _ = await _inference(plane, model, read, outcome)
+        served = await plane.infer(inf, backend, rid)
         result = served.result
         outcome.backend, outcome.status = result.backend, 200
         headers = served_headers(result.backend, result.seconds, rid, served.failover_from)
@@ -70,7 +73,7 @@ async def predict_core(plane: DataPlane, model: str, read: Callable[[], Awaitabl
 )
 async def predict(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    status, body, headers = await predict_core(plane, model, lambda: read_body(request, plane.settings.max_body_bytes), backend_override(request), request_id(request))
+    status, body, headers = await predict_core(plane, model, _reader(request, plane), backend_override(request), request_id(request))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -86,7 +89,7 @@ async def compare(model: str, request: Request) -> Response:
     rid = request_id(request)
     outcome = Outcome("compare", backend="both")
     try:
-        inf = await _inference(request, plane, model, outcome)
+        inf, _ = await _inference(plane, model, _reader(request, plane), outcome)
         body = await plane.compare(inf, rid)
         outcome.status = 200
         return Response(orjson.dumps(body), media_type="application/json", headers={"X-Request-ID": rid})
@@ -120,13 +123,8 @@ async def explain(model: str, request: Request) -> Response:
     outcome = Outcome("explain_compare" if compare else "explain", backend="both" if compare else "none")
     try:
         override = plane.check_backend(backend_override(request))
-        spec = plane.spec(model)
-        outcome.model = model
-        raw = await read_body(request, plane.settings.max_body_bytes)
-        body = parse_json(raw)
-        rows, row_format = v1_instances(body, spec)
-        targets = explain_targets(body, len(rows), spec)
-        inf = Inference(spec, rows, raw, row_format)
+        inf, body = await _inference(plane, model, _reader(request, plane), outcome)
+        targets = explain_targets(body, len(inf.rows), inf.spec)
         if compare:
             cmp = await plane.explain_compare(inf, targets, rid)
             out = {
