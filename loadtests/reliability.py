@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,14 +23,8 @@ from loadtests import bench, stats
 from loadtests.resources import group_processes
 from loadtests.targets import TARGETS
 from services import stack
-from services.supervisor import Supervisor
+from services.supervisor import Supervisor, free_port
 from twinserve.settings import StackSettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def private_settings(run_dir: Path, models: str = "tabular") -> StackSettings:

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 STATE_FILE = "state.json"
 
@@ -54,9 +54,56 @@ class Running:
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """Something is listening on the port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
         return s.connect_ex((host, port)) == 0
+
+
+def port_bindable(host: str, port: int) -> bool:
+    """A server could bind the port now: no listener holds it and no outgoing connection uses it.
+
+    A connect test only sees listeners; a client socket sitting on the port makes the server's bind
+    fail all the same (TorchServe then dies with a Java stack trace instead of a clear message).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _candidate_ports() -> Iterator[int]:
+    high = min(_ephemeral_low(), 32768)
+    low = max(1024, high - 12000)
+    start = low + (os.getpid() * 97) % (high - low)
+    yield from range(start, high)
+    yield from range(low, start)
+
+
+_CANDIDATES = _candidate_ports()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port for a private stack (tests, drills), chosen below the kernel's ephemeral range.
+
+    Port 0 hands out an ephemeral port, and outgoing connections draw from that same pool: between
+    choosing it and the server binding it, a client connection can take it. Below the range only a
+    listener can hold a port. Successive calls in one process never repeat a port.
+    """
+    for port in _CANDIDATES:
+        if port_bindable(host, port):
+            return port
+    raise SupervisorError("no free loopback port below the ephemeral range")
 
 
 def pid_alive(pid: int) -> bool:
@@ -202,7 +249,7 @@ class Supervisor:
             raise SupervisorError(f"already running: {', '.join(clash)} (see `twinserve status`, or `twinserve down`)")
         for launch in launches:
             host = "127.0.0.1"
-            busy = [p for p in launch.ports if port_in_use(host, p)]
+            busy = [p for p in launch.ports if not port_bindable(host, p)]
             if busy:
                 raise SupervisorError(f"{launch.name}: port(s) {', '.join(map(str, busy))} already in use; free them or choose others (see README, Configuration)")
         log_dir = log_dir or self.run_dir / "logs" / time.strftime("%Y%m%d-%H%M%S")

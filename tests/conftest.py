@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.export import DEFAULT_BUILD, export_model  # noqa: E402
 from models.spec import MODEL_NAMES  # noqa: E402
+from services.supervisor import free_port  # noqa: E402,F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -19,14 +20,6 @@ def build_dir() -> Path:
     for name in MODEL_NAMES:
         export_model(name, DEFAULT_BUILD)
     return DEFAULT_BUILD
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stack_settings(run_dir: Path, build: Path, models: str = "digits,tabular,resnet", **extra: object):
