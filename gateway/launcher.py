@@ -25,12 +25,9 @@ def gateway_env(stack: StackSettings) -> dict[str, str]:
     }
 
 
-def command(host: str, port: int, workers: int) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
-        "--host", host, "--port", str(port), "--workers", str(workers),
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    ]
+def command() -> list[str]:
+    """Host, port and workers come from the TWINSERVE_GATEWAY_* environment (see gateway/serve.py)."""
+    return [sys.executable, "-m", "gateway.serve"]
 
 
 def model_states(stack: StackSettings, timeout: float = 2.0) -> dict[str, str]:
@@ -61,7 +58,7 @@ def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None
 
     return Launch(
         name="gateway",
-        cmd=command(stack.host, stack.gateway_port, settings.workers),
+        cmd=command(),
         ports=[stack.gateway_port],
         ready=ready,
         urls={"api": url, "docs": f"{url}/docs", "metrics": f"{url}/metrics"},

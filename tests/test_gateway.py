@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -189,3 +190,32 @@ def test_concurrent_clients_through_the_gateway_get_their_own_rows(urls: dict, s
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         list(pool.map(one, range(64)))
+
+
+def test_metrics_of_a_two_worker_gateway_count_every_worker(stack, tmp_path, samples: dict) -> None:  # type: ignore[no-untyped-def]
+    from conftest import free_port, group_members
+    from services import stack as native
+
+    settings = stack.model_copy(update={"gateway_port": free_port(), "run_dir": tmp_path / "run"})
+    started = native.up(settings, ("gateway",), gateway={"workers": "2"})
+    g = f"http://127.0.0.1:{settings.gateway_port}"
+    x, _ = samples["tabular"]
+    try:
+        workers = [pid for pid in group_members([started["gateway"].pgid]) if pid != started["gateway"].pid]
+        assert len(workers) >= 2, workers
+        environ = dict(e.split("=", 1) for e in open(f"/proc/{workers[0]}/environ").read().split("\0") if "=" in e)
+        shared = Path(environ["PROMETHEUS_MULTIPROC_DIR"])
+
+        def one(i: int) -> int:
+            # a fresh connection per request, so both workers accept some
+            return post(f"{g}/v1/models/tabular:predict?backend=torchserve", {"instances": x[i % 30 : i % 30 + 1]}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(one, range(60))) == {200}
+        ok = dict(model="tabular", backend="torchserve", endpoint="predict", status="200")
+        for _ in range(6):  # whichever worker answers the scrape, it reports both workers' requests
+            assert _counter(httpx.get(f"{g}/metrics").text, "twinserve_gateway_requests_total", **ok) == 60
+    finally:
+        native.down(settings, ["gateway"])
+    assert not group_members([started["gateway"].pgid])
+    assert not shared.exists(), "the gateway left its metrics directory behind"

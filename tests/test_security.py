@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,8 @@ from gatewayutil import running_gateway
 from loadtests.resources import group_processes
 from services import stack as native
 from services.supervisor import Supervisor
+from services.torchserve.keys import read_keys, renew
+from services.torchserve.launcher import model_states
 
 
 def loopback(address: str) -> bool:
@@ -32,26 +35,41 @@ def test_every_native_port_listens_on_loopback_only(stack) -> None:  # type: ign
     assert not exposed, f"listening beyond loopback: {exposed}"
 
 
-def test_gateway_carries_torchserve_token_auth(build_dir: Path, tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path / "run", build_dir, models="tabular", torchserve_token_auth=True)
+def test_gateway_carries_torchserve_token_auth_across_expired_and_replaced_keys(build_dir: Path, tmp_path: Path) -> None:
+    # keys live 6 s: `up` outlives the first management key, the gateway outlives the first inference key
+    settings = stack_settings(tmp_path / "run", build_dir, models="tabular", torchserve_token_auth=True, torchserve_token_expiration_min=0.1)
     native.up(settings, ("torchserve",))
     try:
         base = f"http://127.0.0.1:{settings.torchserve_inference_port}"
+        management = f"http://127.0.0.1:{settings.torchserve_management_port}"
         body = b'{"instances": [[' + b",".join([b"1.0"] * 30) + b"]]}"
-        direct = httpx.post(f"{base}/predictions/tabular", content=body, headers={"Content-Type": "application/json"})
+        json_type = {"Content-Type": "application/json"}
+        direct = httpx.post(f"{base}/predictions/tabular", content=body, headers=json_type)
         assert direct.status_code in (400, 401)  # TorchServe refuses a call without its inference key
         key_file = settings.run_dir / "torchserve" / "key_file.json"
-        assert key_file.exists()
-        gw = {
-            "torchserve_url": base,
-            "torchserve_management_url": f"http://127.0.0.1:{settings.torchserve_management_port}",
-            "torchserve_key_file": str(key_file),
-            "failover": False,
-            "models": "tabular",
-        }
+        gw = {"torchserve_url": base, "torchserve_management_url": management, "torchserve_key_file": str(key_file), "failover": False, "models": "tabular"}
         with running_gateway(**gw) as g:
+            first = read_keys(key_file)["inference"]
+            assert httpx.post(f"{g}/v1/models/tabular:predict", content=body).status_code == 200
+            time.sleep(7)
+            expired = httpx.post(f"{base}/predictions/tabular", content=body, headers={**json_type, "Authorization": f"Bearer {first}"})
+            assert expired.status_code == 400 and b"InvalidKeyException" in expired.content, "the key should have expired"
+            assert model_states(settings) == {"tabular": "READY"}  # `status` renews the expired management key
             r = httpx.post(f"{g}/v1/models/tabular:predict", content=body)
             assert r.status_code == 200, r.text
-            assert httpx.get(f"{g}/v1/models/tabular").json()["backends"]["torchserve"] == "READY"
+            assert r.headers["x-backend"] == "torchserve"
+            renewed = read_keys(key_file)["inference"]
+            assert renewed != first
+            assert httpx.get(f"{g}/v1/models/tabular").json()["backends"]["torchserve"] == "READY"  # management key renewed too
+            # someone else replaces the key: the gateway takes the new one from the file
+            assert renew(management, key_file, "inference")
+            assert read_keys(key_file)["inference"] != renewed
+            r = httpx.post(f"{g}/v1/models/tabular:predict", content=body)
+            assert r.status_code == 200, r.text
+        # a key that cannot be renewed is the gateway's fault, not the client's: 502 that says so
+        with running_gateway(**{**gw, "torchserve_key_file": "", "torchserve_token": "wrong"}) as g:
+            r = httpx.post(f"{g}/v1/models/tabular:predict", content=body)
+            assert r.status_code == 502, r.text
+            assert "refused the gateway's key" in r.json()["error"]["message"]
     finally:
         native.down(settings)

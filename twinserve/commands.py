@@ -88,8 +88,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings(args)
     env = {**gateway_env(settings), **{k: v for k, v in os.environ.items() if k.startswith("TWINSERVE_GATEWAY_")}}
     os.environ.update(env)
-    cmd = command(env["TWINSERVE_GATEWAY_HOST"], int(env["TWINSERVE_GATEWAY_PORT"]), int(env.get("TWINSERVE_GATEWAY_WORKERS", "1")))
-    os.execv(sys.executable, cmd)
+    os.execv(sys.executable, command())
     return 0
 
 

@@ -41,6 +41,7 @@ class StackSettings(BaseSettings):
     tf_threads: int = Field(1, description="TensorFlow intra- and inter-op threads")
     jvm_heap: str = Field("256m", description="TorchServe JVM max heap")
     torchserve_token_auth: bool = Field(False, description="leave TorchServe's token authorisation on; the gateway then reads its keys")
+    torchserve_token_expiration_min: float = Field(60.0, gt=0, description="lifetime of TorchServe's keys in minutes (token authorisation on); the gateway and `up` renew an expired key")
     response_timeout_s: int = Field(30, description="TorchServe per-model responseTimeout")
     startup_timeout_s: float = Field(180.0, description="how long `up` waits for every model to be ready")
 
@@ -56,7 +57,7 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = Field(1, description="uvicorn worker processes")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes; several share one Prometheus multiprocess directory so `/metrics` counts them all")
     torchserve_url: str = "http://127.0.0.1:8080"
     torchserve_management_url: str = "http://127.0.0.1:8081"
     torchserve_token: str = Field("", description="TorchServe inference key, when its token authorisation is on")

@@ -88,6 +88,10 @@ class Backend(ABC):
     def error_message(self, response: httpx.Response) -> str:
         return response.text[:300]
 
+    def key_refused(self, response: httpx.Response) -> bool:
+        """The stack refused the gateway's own credentials (not the client's request)."""
+        return False
+
     @abstractmethod
     async def explain(self, spec: ModelSpec, rows: np.ndarray, targets: list[int], request_id: str) -> Explanation:
         """Integrated Gradients per row, from the stack's own explanation path."""
@@ -116,6 +120,8 @@ class Backend(ABC):
         if status == 200:
             return UpstreamResult(self.name, content, seconds)
         message = self.error_message(response)
+        if self.key_refused(response):
+            raise BackendError(self.name, "bad_gateway", f"{self.name} refused the gateway's key: {message}", 401)
         if status == 429:
             raise BackendError(self.name, "overloaded", f"{self.name} is overloaded: {message}", status)
         if 400 <= status < 500 and status != 408:

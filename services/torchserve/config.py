@@ -37,6 +37,7 @@ def render(settings: StackSettings, model_store: Path) -> str:
         "models=" + json.dumps(models),
         "metrics_mode=prometheus",
         f"disable_token_authorization={str(not settings.torchserve_token_auth).lower()}",
+        f"token_expiration_min={settings.torchserve_token_expiration_min:g}",
         "enable_model_api=false",
         "install_py_dep_per_model=false",
         "default_response_timeout=" + str(settings.response_timeout_s),

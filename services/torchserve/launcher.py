@@ -7,7 +7,7 @@ from pathlib import Path
 
 from services.supervisor import Launch, poll_models, ready_when_all
 from services.torchserve import config
-from services.torchserve.keys import KEY_FILE, auth_header
+from services.torchserve.keys import KEY_FILE, auth_header, renew
 from twinserve.settings import StackSettings
 
 
@@ -24,8 +24,13 @@ def worker_state(answer: object) -> str:
 def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
     """READY when every worker of the model is READY; the worker states otherwise; DOWN when unreachable."""
     base = f"http://{settings.host}:{settings.torchserve_management_port}"
-    headers = auth_header(key_file(settings), "management") if settings.torchserve_token_auth else {}
-    return poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, headers, timeout)
+    if not settings.torchserve_token_auth:
+        return poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, None, timeout)
+    states = poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, auth_header(key_file(settings), "management"), timeout)
+    # an expired key reads as NOT LOADED (400), TorchServe's answer to a refused key
+    if any(s.endswith(("(400)", "(401)")) for s in states.values()) and renew(base, key_file(settings), "management"):
+        states = poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, auth_header(key_file(settings), "management"), timeout)
+    return states
 
 
 def launch(settings: StackSettings, run_dir: Path) -> Launch:

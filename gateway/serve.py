@@ -1,0 +1,46 @@
+"""The gateway's one entry point, native and in its container: uvicorn with the settings' workers.
+
+With more than one worker each process counts its own requests, so `/metrics` would show whichever
+worker answered the scrape. Here several workers share a Prometheus multiprocess directory (set
+before any worker imports prometheus_client) and `/metrics` sums them; the directory is private to
+this run and removed when the server stops.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def main() -> None:
+    import uvicorn
+
+    from twinserve.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    shared = None
+    if settings.workers > 1 and MULTIPROC_ENV not in os.environ:
+        shared = tempfile.mkdtemp(prefix="twinserve-gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = shared
+    try:
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+        )
+    finally:
+        if shared:
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
