@@ -35,6 +35,7 @@ def main() -> None:
             loop="uvloop",
             http="httptools",
             access_log=False,
+            server_header=False,  # no product banner to clients
             log_level="warning",
         )
     finally:
