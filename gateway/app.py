@@ -44,6 +44,7 @@ def create_fastapi(settings: GatewaySettings, keys: list[bytes]) -> FastAPI:
         app.state.plane = DataPlane(settings, backends)
         yield
         await app.state.plane.aclose()
+        metrics.worker_stopped()
 
     async def api_key(request: Request) -> None:
         check_api_key(request, keys)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 REGISTRY = CollectorRegistry()
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -22,12 +22,21 @@ CIRCUIT_TRANSITIONS = Counter("twinserve_gateway_circuit_transitions", "Circuit 
 REJECTED = Counter("twinserve_gateway_rejected", "Requests rejected before any backend call, by reason.", ["reason"], registry=REGISTRY)
 
 
+SHARED_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def worker_stopped() -> None:
+    """A stopping worker drops out of the live gauges (in-flight, circuit-open) of the shared directory;
+    otherwise a worker that uvicorn replaces would keep counting."""
+    if SHARED_DIR:
+        mark_process_dead(os.getpid(), SHARED_DIR)
+
+
 def _scrape_registry() -> CollectorRegistry:
-    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not shared:
+    if not SHARED_DIR:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=shared)
+    MultiProcessCollector(registry, path=SHARED_DIR)
     return registry
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
+import time
 import re
 from pathlib import Path
 
@@ -201,10 +204,9 @@ def test_metrics_of_a_two_worker_gateway_count_every_worker(stack, tmp_path, sam
     g = f"http://127.0.0.1:{settings.gateway_port}"
     x, _ = samples["tabular"]
     try:
-        workers = [pid for pid in group_members([started["gateway"].pgid]) if pid != started["gateway"].pid]
-        assert len(workers) >= 2, workers
-        environ = dict(e.split("=", 1) for e in open(f"/proc/{workers[0]}/environ").read().split("\0") if "=" in e)
-        shared = Path(environ["PROMETHEUS_MULTIPROC_DIR"])
+        children = [pid for pid in group_members([started["gateway"].pgid]) if pid != started["gateway"].pid]
+        environs = [dict(e.split("=", 1) for e in open(f"/proc/{pid}/environ").read().split("\0") if "=" in e) for pid in children]
+        shared = Path(next(e["PROMETHEUS_MULTIPROC_DIR"] for e in environs if "PROMETHEUS_MULTIPROC_DIR" in e))
 
         def one(i: int) -> int:
             # a fresh connection per request, so both workers accept some
@@ -215,6 +217,17 @@ def test_metrics_of_a_two_worker_gateway_count_every_worker(stack, tmp_path, sam
         ok = dict(model="tabular", backend="torchserve", endpoint="predict", status="200")
         for _ in range(6):  # whichever worker answers the scrape, it reports both workers' requests
             assert _counter(httpx.get(f"{g}/metrics").text, "twinserve_gateway_requests_total", **ok) == 60
+        workers = [pid for pid in children if (shared / f"counter_{pid}.db").exists()]
+        assert len(workers) == 2, "both workers should have served requests"
+        # a worker that stops leaves the live gauges (in-flight, circuit-open); its counts stay
+        stopping = workers[0]
+        assert list(shared.glob(f"gauge_live*_{stopping}.db"))
+        os.kill(stopping, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while stopping in group_members([started["gateway"].pgid]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(shared.glob(f"gauge_live*_{stopping}.db"))
+        assert _counter(httpx.get(f"{g}/metrics").text, "twinserve_gateway_requests_total", **ok) == 60
     finally:
         native.down(settings, ["gateway"])
     assert not group_members([started["gateway"].pgid])
