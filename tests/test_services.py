@@ -192,3 +192,75 @@ def test_tf_metrics_count_requests(urls: dict, samples: dict) -> None:
     for _ in range(3):
         assert tf_predict(urls, "resnet", {"instances": x[:1]}).status_code == 200
     assert math.isclose(count() - before, 3)
+
+
+def test_tf_backend_follows_new_versions_on_disk_without_dropping_a_request(build_dir, tmp_path, samples: dict) -> None:  # type: ignore[no-untyped-def]
+    """TF Serving's file-system polling: a new version folder is served, the old one unloaded; a broken
+    version is reported and leaves the serving one alone until its files change."""
+    import shutil
+    import threading
+    import time
+
+    from conftest import stack_settings
+    from services import stack as native
+
+    source = build_dir / "tfserving" / "tabular" / "1"
+    base = tmp_path / "build" / "tfserving" / "tabular"
+    shutil.copytree(source, base / "1")
+    settings = stack_settings(tmp_path / "run", tmp_path / "build", models="tabular")
+    native.up(settings, ("tfserving",))
+    url = f"http://127.0.0.1:{settings.tfserving_rest_port}/v1/models/tabular"
+    x, expected = samples["tabular"]
+    body = orjson.dumps({"instances": x[:4]}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def publish(version: int, files: "Path | None" = None) -> None:  # type: ignore[name-defined]  # noqa: F821
+        staging = tmp_path / f"staging-{version}"
+        if files is None:
+            staging.mkdir()
+            (staging / "saved_model.pb").write_bytes(b"not a SavedModel")
+        else:
+            shutil.copytree(files, staging)
+        staging.rename(base / str(version))  # appears whole, as a deploy tool would write it
+
+    def states() -> dict[str, str]:
+        return {s["version"]: s["state"] for s in httpx.get(url, timeout=5).json()["model_version_status"]}
+
+    def wait_for(expected_states: dict[str, str]) -> None:
+        deadline = time.monotonic() + 60
+        while states() != expected_states:
+            assert time.monotonic() < deadline, f"versions {states()} never became {expected_states}"
+            time.sleep(0.2)
+
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def keep_predicting() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                r = client.post(f"{url}:predict", content=body)
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    assert np.abs(np.asarray(r.json()["predictions"]) - expected[:4]).max() <= 1e-4
+
+    load = threading.Thread(target=keep_predicting)
+    load.start()
+    try:
+        assert states() == {"1": "AVAILABLE"}
+        publish(2, source)
+        wait_for({"2": "AVAILABLE"})
+        assert httpx.get(f"{url}/metadata").json()["model_spec"]["version"] == "2"
+        assert httpx.post(f"{url}/versions/1:predict", content=body).status_code == 404
+
+        publish(3)  # broken: reported, version 2 goes on serving
+        wait_for({"2": "AVAILABLE", "3": "END"})
+        failed = [s for s in httpx.get(url).json()["model_version_status"] if s["version"] == "3"][0]
+        assert failed["status"]["error_code"] != "OK" and failed["status"]["error_message"]
+
+        shutil.copytree(source, base / "3", dirs_exist_ok=True)  # the files are fixed: retried and served
+        wait_for({"3": "AVAILABLE"})
+        assert httpx.get(f"{url}/metadata").json()["model_spec"]["version"] == "3"
+    finally:
+        stop.set()
+        load.join(timeout=60)
+        native.down(settings)
+    assert len(statuses) > 20 and set(statuses) == {200}, f"requests during the roll-outs: {sorted(set(statuses))}"

@@ -60,6 +60,15 @@ class Batcher:
         self.capacity_rows = params.max_enqueued_batches * params.max_execution_batch_size
         self._carry: _Task | None = None
         self._loop_task: asyncio.Task | None = None
+        self.retired = False
+
+    def retire(self) -> asyncio.Task | None:
+        """The servable left service: finish what is queued, then let the collecting task end, so
+        nothing keeps the unloaded model alive. Returns that task, to wait for. A late task (a gRPC
+        request that found the servable just before) restarts the loop and is still served."""
+        self.retired = True
+        self.queue.put_nowait(None)  # type: ignore[arg-type]  # wakes an idle loop
+        return self._loop_task
 
     async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = next(iter(inputs.values())).shape[0]
@@ -74,7 +83,7 @@ class Batcher:
         self.queue.put_nowait(_Task(inputs, rows, future))
         return await future
 
-    async def _next(self) -> _Task:
+    async def _next(self) -> _Task | None:
         if self._carry is not None:
             task, self._carry = self._carry, None
             return task
@@ -85,7 +94,12 @@ class Batcher:
         timeout = self.params.batch_timeout_micros / 1e6
         limit = self.params.max_execution_batch_size
         while True:
+            if self.retired and self._carry is None and self.queue.empty():
+                self._loop_task = None
+                return
             first = await self._next()
+            if first is None:
+                continue
             batch, rows = [first], first.rows
             deadline = loop.time() + timeout
             while rows < limit:
@@ -99,6 +113,8 @@ class Batcher:
                         break
                 else:
                     task = self.queue.get_nowait()
+                if task is None:  # retired: run what is collected
+                    break
                 if rows + task.rows > limit:
                     self._carry = task
                     break

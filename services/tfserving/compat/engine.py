@@ -58,12 +58,17 @@ class Engine:
             metrics.observe(servable.name, api, status, time.perf_counter() - started)
 
     def status_dict(self, name: str, version: int | None) -> dict:
-        return {
-            "model_version_status": [
-                {"version": str(s.version), "state": s.state, "status": {"error_code": "OK", "error_message": ""}}
-                for s in self.registry.versions(name, version)
+        statuses = [
+            {"version": str(s.version), "state": s.state, "status": {"error_code": "OK", "error_message": ""}}
+            for s in self.registry.versions(name, version)
+        ]
+        if version is None:  # versions that failed to load, as TF Serving lists them: END, with the error
+            statuses += [
+                {"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": error}}
+                for (n, v), (_, error) in sorted(self.registry.failed.items())
+                if n == name
             ]
-        }
+        return {"model_version_status": statuses}
 
     def signature_def_map(self, servable: Servable):  # type: ignore[no-untyped-def]
         from tensorflow_serving.apis import get_model_metadata_pb2

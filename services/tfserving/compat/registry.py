@@ -3,7 +3,9 @@
 Follows TF Serving's model configuration: a `model_config_list` in text format,
 or one model from --model_name/--model_base_path; numbered version folders
 under each base path; the `latest` version policy unless `specific` or `all`
-is given. Versions are read once at start (no file-system polling).
+is given. Like TF Serving, the base paths are polled (`--file_system_poll_wait_seconds`): a new
+version folder is loaded and served, then the versions the policy no longer wants are unloaded;
+a version that fails to load leaves the serving ones in place and is retried when its files change.
 """
 
 from __future__ import annotations
@@ -145,10 +147,30 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
     return servable
 
 
+@dataclass
+class VersionEvent:
+    """What one poll did to one version: loaded, unloaded, or failed (with the reason)."""
+
+    name: str
+    version: int
+    action: str
+    detail: str = ""
+
+
+def _files_signature(path: Path) -> tuple:
+    try:
+        st = (path / "saved_model.pb").stat()
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return ()
+
+
 class Registry:
     def __init__(self, configs: list[ModelConfig]) -> None:
         self.configs = {c.name: c for c in configs}
+        # readers take a model's dict once per request; a poll swaps in a new dict, never edits one
         self.servables: dict[str, dict[int, Servable]] = {c.name: {} for c in configs}
+        self.failed: dict[tuple[str, int], tuple[tuple, str]] = {}  # (name, version) -> (files signature, error)
 
     def load_all(self) -> None:
         for cfg in self.configs.values():
@@ -157,6 +179,45 @@ class Registry:
                 raise SystemExit(f"no servable versions found for model {cfg.name!r} under {cfg.base_path}")
             for v in versions:
                 self.servables[cfg.name][v] = load_servable(cfg.name, v, Path(cfg.base_path) / str(v))
+
+    def reconcile(self, load: Callable[[str, int, Path], Servable] | None = None) -> tuple[list[VersionEvent], list[Servable]]:
+        """One poll: load the versions the policy now wants, then retire those it no longer wants.
+        Returns what happened and the servables taken out of service (their batchers to retire)."""
+        load = load or load_servable
+        events: list[VersionEvent] = []
+        retired: list[Servable] = []
+        for cfg in self.configs.values():
+            current = self.servables[cfg.name]
+            wanted = select_versions(cfg)
+            loaded: dict[int, Servable] = {}
+            for v in wanted:
+                if v in current:
+                    continue
+                path = Path(cfg.base_path) / str(v)
+                signature = _files_signature(path)
+                failure = self.failed.get((cfg.name, v))
+                if failure is not None and failure[0] == signature:
+                    continue  # failed before and unchanged since: wait for new files
+                try:
+                    loaded[v] = load(cfg.name, v, path)
+                except Exception as exc:  # a half-copied or broken version must not stop the server
+                    reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                    self.failed[(cfg.name, v)] = (signature, reason)
+                    events.append(VersionEvent(cfg.name, v, "failed", reason))
+                    continue
+                self.failed.pop((cfg.name, v), None)
+                events.append(VersionEvent(cfg.name, v, "loaded"))
+            serving = {**current, **loaded}
+            keep = {v: s for v, s in serving.items() if v in wanted}
+            if not keep:
+                keep = current  # nothing wanted could be loaded: go on serving what serves now
+            for v, servable in serving.items():
+                if v not in keep:
+                    retired.append(servable)
+                    events.append(VersionEvent(cfg.name, v, "unloaded"))
+            if keep.keys() != current.keys():
+                self.servables[cfg.name] = keep
+        return events, retired
 
     def find(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         versions = self.servables.get(name)

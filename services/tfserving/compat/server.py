@@ -51,16 +51,14 @@ def main(argv: list[str] | None = None) -> int:
             monitoring_path = prom.get("path") or "/monitoring/prometheus/metrics"
 
     engine = Engine(registry, batching)
-    # With TensorFlow loaded a full GC pass walks ~375,000 objects (about 170 ms here); the lists that
-    # parsing JSON requests allocates set such passes off, and every request in flight waits: this was
-    # the 100-300 ms latency tail. What is loaded now lives as long as the server, so freeze it.
-    gc.collect()
-    gc.freeze()
+    refreeze()
     loaded = ", ".join(f"{n} (v{','.join(map(str, vs))})" for n, vs in ((n, sorted(v)) for n, v in registry.servables.items()))
     print(f"twinserve-tf-compat: tensorflow {tf.__version__}; models {loaded}; batching {batching}", flush=True)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
+        if args.file_system_poll_wait_seconds > 0:
+            poller = loop.create_task(watch_versions(registry, args.file_system_poll_wait_seconds))  # noqa: F841  (a reference: asyncio holds tasks weakly)
         grpc_server = grpc_service.start(engine, loop, args.grpc_host, args.port) if args.port else None
         if grpc_server is not None:
             print(f"twinserve-tf-compat: gRPC on {args.grpc_host}:{args.port}", flush=True)
@@ -93,6 +91,38 @@ def main(argv: list[str] | None = None) -> int:
     uvloop.run(serve())
     engine.pool.shutdown(wait=False, cancel_futures=True)
     return 0
+
+
+async def watch_versions(registry, interval: float) -> None:  # type: ignore[no-untyped-def]
+    """TF Serving's file-system polling: versions load off the event loop (requests keep flowing),
+    the servables that left service finish their queued batches, then the heap is frozen again."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            events, retired = await loop.run_in_executor(None, registry.reconcile)
+        except Exception as exc:  # a poll must never take the server down
+            print(f"twinserve-tf-compat: version poll failed: {exc}", file=sys.stderr, flush=True)
+            continue
+        for e in events:
+            print(f"twinserve-tf-compat: {e.name} version {e.version} {e.action}" + (f": {e.detail}" if e.detail else ""), flush=True)
+        draining = [t for servable in retired for b in servable.batchers.values() if (t := b.retire()) is not None]
+        if draining:
+            await asyncio.wait(draining, timeout=60)
+        del retired, draining
+        if events:
+            # unloaded models are garbage only once unfrozen (a frozen object is never collected);
+            # one full pass per change of versions, then the new heap is frozen again
+            await loop.run_in_executor(None, refreeze)
+
+
+def refreeze() -> None:
+    """With TensorFlow loaded a full GC pass walks ~375,000 objects (about 170 ms here); the lists that
+    parsing JSON requests allocates set such passes off, and every request in flight waits: this was
+    the 100-300 ms latency tail. What is loaded lives until its version is unloaded, so freeze it."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":
