@@ -156,6 +156,10 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
+# what any route that calls a backend can answer besides 200
+INFERENCE_ERRORS = error_responses(400, 401, 404, 413, 429, 502, 503, 504)
+
+
 class Health(BaseModel):
     status: str
 

@@ -33,6 +33,13 @@ def caveats(summary: dict) -> list[str]:
     return out
 
 
+def save(fig: "plt.Figure", out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def write_charts(summary: dict, out: Path) -> list[str]:
     charts: list[str] = []
     models = list(dict.fromkeys(r["model"] for r in summary["results"]))
@@ -48,11 +55,7 @@ def write_charts(summary: dict, out: Path) -> list[str]:
         ax.set_ylabel("latency (ms, median over repetitions)")
         ax.set_title(f"{model}: latency percentiles per target")
         ax.legend()
-        name = f"latency_{model}.png"
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        charts.append(name)
+        charts.append(save(fig, out, f"latency_{model}.png"))
 
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=False)
         for r in rows:
@@ -70,11 +73,7 @@ def write_charts(summary: dict, out: Path) -> list[str]:
         ax2.set_ylabel("p99 (ms)")
         ax2.set_xlabel("seconds")
         ax1.legend(fontsize=8)
-        name = f"timeseries_{model}.png"
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        charts.append(name)
+        charts.append(save(fig, out, f"timeseries_{model}.png"))
     for model in dict.fromkeys(r["model"] for r in summary["ramp"]):
         fig, ax = plt.subplots(figsize=(8, 4))
         for r in (x for x in summary["ramp"] if x["model"] == model):
@@ -85,11 +84,7 @@ def write_charts(summary: dict, out: Path) -> list[str]:
         ax.set_ylabel("p99 (ms)")
         ax.set_title(f"{model}: step ramp")
         ax.legend(fontsize=8)
-        name = f"ramp_{model}.png"
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        charts.append(name)
+        charts.append(save(fig, out, f"ramp_{model}.png"))
     return charts
 
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
 
 import psutil
 
+from services.supervisor import group_members
+
 
 def group_processes(pgid: int) -> list[psutil.Process]:
     """Every live process of one process group (a stack's CLI, JVM and workers alike)."""
     out = []
-    for proc in psutil.process_iter():
+    for pid in group_members([pgid]):
         try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-        except (psutil.Error, OSError):
+            out.append(psutil.Process(pid))
+        except psutil.Error:
             continue
     return out
 

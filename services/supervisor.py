@@ -120,6 +120,20 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def group_members(pgids: list[int]) -> list[int]:
+    """PIDs of the live (non-zombie) processes in the given process groups."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().split(")")[-1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in pgids and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -128,15 +142,7 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # killpg succeeds while zombies remain: look for a live member
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().split(")")[-1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+    return bool(group_members([pgid]))
 
 
 def stop_group(pgid: int, timeout: float = 15.0) -> None:

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.export import DEFAULT_BUILD, export_model  # noqa: E402
 from models.spec import MODEL_NAMES  # noqa: E402
-from services.supervisor import free_port  # noqa: E402,F401  (re-exported for the tests)
+from services.supervisor import free_port, group_members  # noqa: E402,F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -40,21 +40,6 @@ def stack_settings(run_dir: Path, build: Path, models: str = "digits,tabular,res
         models=models,
         **extra,
     )
-
-
-def group_members(pgids: list[int]) -> list[int]:
-    """Live (non-zombie) processes in the given process groups."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().split(")")[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) in pgids and fields[0] != "Z":
-            out.append(int(entry.name))
-    return out
 
 
 @pytest.fixture(scope="session")

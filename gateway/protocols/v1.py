@@ -12,6 +12,7 @@ from gateway.dataplane import DataPlane, Inference
 from gateway.errors import GatewayError
 from gateway.http import Outcome, backend_override, read_body, request_id, served_headers
 from gateway.schemas import (
+    INFERENCE_ERRORS,
     CompareResponse,
     ExplainCompareResponse,
     ExplainRequest,
@@ -68,7 +69,7 @@ async def predict_core(plane: DataPlane, model: str, read: Callable[[], Awaitabl
     "/v1/models/{model}:predict",
     summary="Predict (TF Serving request and response bodies)",
     response_model=PredictResponse,
-    responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    responses=INFERENCE_ERRORS,
     openapi_extra={**request_body(PredictRequest), **BACKEND_PARAM},
 )
 async def predict(model: str, request: Request) -> Response:
@@ -81,7 +82,7 @@ async def predict(model: str, request: Request) -> Response:
     "/v1/models/{model}:compare",
     summary="Send one request to both stacks and compare their answers",
     response_model=CompareResponse,
-    responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    responses=INFERENCE_ERRORS,
     openapi_extra=request_body(PredictRequest),
 )
 async def compare(model: str, request: Request) -> Response:
@@ -107,7 +108,7 @@ IG_FIELDS = {"method": ig.METHOD, "integration": ig.INTEGRATION, "steps": ig.STE
     "/v1/models/{model}:explain",
     summary="Integrated Gradients attributions from one stack (or both, with ?compare=true)",
     response_model=ExplainResponse | ExplainCompareResponse,
-    responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    responses=INFERENCE_ERRORS,
     openapi_extra={
         **request_body(ExplainRequest),
         "parameters": [

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from gateway.dataplane import DataPlane, Inference, v1_body
 from gateway.errors import GatewayError, bad_request
 from gateway.http import Outcome, backend_override, read_body, request_id, served_headers
-from gateway.schemas import V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2Ready, V2ServerMetadata, error_responses, request_body
+from gateway.schemas import V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2Ready, V2ServerMetadata, INFERENCE_ERRORS, error_responses, request_body
 from gateway.validation import outputs_of, parse_json, to_array
 from models.spec import ModelSpec
 from twinserve import __version__
@@ -68,7 +68,7 @@ def to_flat(data: list) -> np.ndarray:
     "/v2/models/{model}/infer",
     summary="Infer (Open Inference Protocol)",
     response_model=V2InferResponse,
-    responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+    responses=INFERENCE_ERRORS,
     openapi_extra=request_body(V2InferRequest),
 )
 async def infer(model: str, request: Request) -> Response:

@@ -24,12 +24,15 @@ def worker_state(answer: object) -> str:
 def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
     """READY when every worker of the model is READY; the worker states otherwise; DOWN when unreachable."""
     base = f"http://{settings.host}:{settings.torchserve_management_port}"
-    if not settings.torchserve_token_auth:
-        return poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, None, timeout)
-    states = poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, auth_header(key_file(settings), "management"), timeout)
+
+    def poll() -> dict[str, str]:
+        headers = auth_header(key_file(settings), "management") if settings.torchserve_token_auth else None
+        return poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, headers, timeout)
+
+    states = poll()
     # an expired key reads as NOT LOADED (400), TorchServe's answer to a refused key
-    if any(s.endswith(("(400)", "(401)")) for s in states.values()) and renew(base, key_file(settings), "management"):
-        states = poll_models(lambda name: f"{base}/models/{name}", settings.model_list, worker_state, auth_header(key_file(settings), "management"), timeout)
+    if settings.torchserve_token_auth and any(s.endswith(("(400)", "(401)")) for s in states.values()) and renew(base, key_file(settings), "management"):
+        states = poll()
     return states
 
 
