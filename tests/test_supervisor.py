@@ -69,3 +69,16 @@ def test_missing_artifact_fails_clearly(tmp_path: Path) -> None:
     up = subprocess.run([*CLI, "up", "--no-export"], env=env_for(settings), capture_output=True, text=True, timeout=120)
     assert up.returncode != 0
     assert "twinserve export" in up.stdout + up.stderr
+
+
+def test_ports_held_by_any_socket_count_as_taken_and_chosen_ports_avoid_the_ephemeral_range() -> None:
+    from services.supervisor import free_port, port_bindable
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    chosen = [free_port() for _ in range(20)]
+    assert len(set(chosen)) == 20 and all(p < low for p in chosen)
+    with socket.socket() as holder:  # bound, not listening: what an outgoing client socket looks like to a server
+        holder.bind(("127.0.0.1", chosen[0]))
+        assert not port_in_use("127.0.0.1", chosen[0])  # a connect test would call it free
+        assert not port_bindable("127.0.0.1", chosen[0])
+    assert port_bindable("127.0.0.1", chosen[0])
