@@ -40,6 +40,10 @@ cleanup() {
   status=$?
   log "tearing down"
   docker-compose --profile loadtest --profile monitoring down -v --remove-orphans >/dev/null 2>&1 || true
+  # each run's rebuilt images leave the previous ones untagged (several GB a run): drop those and
+  # any stopped build containers, keep the tagged images as the next run's cache
+  docker container prune -f >/dev/null 2>&1 || true
+  docker image prune -f >/dev/null 2>&1 || true
   [ -n "$WHEEL_PID" ] && kill "$WHEEL_PID" 2>/dev/null || true
   if [ -f "$WORK/docker.pid" ]; then
     kill "$(cat "$WORK/docker.pid")" 2>/dev/null || true
