@@ -1,6 +1,8 @@
 """The gateway application: built once per process, backends and data plane created at start-up.
 
-Run with `uvicorn gateway.app:create_app --factory` (what `twinserve gateway` does).
+`create_app` gives the ASGI entry point (gateway/core.py) in front of the FastAPI application:
+the core serves the inference routes, FastAPI the administrative ones and the OpenAPI document.
+Run with `python -m gateway.serve` (what `twinserve up` and `twinserve gateway` do).
 """
 
 from __future__ import annotations
@@ -11,38 +13,36 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import PlainTextResponse, Response
 
+from gateway import backends as registry
 from gateway import metrics
-from gateway.backends.tfserving import TFServingBackend
-from gateway.backends.torchserve import TorchServeBackend
+from gateway.core import Core, Route
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError
-from gateway.fastpath import FastPath
-from gateway.http import check_api_key
+from gateway.errors import GatewayError, internal_error
 from gateway.protocols import v1, v2
 from gateway.schemas import Health, Readiness, model_parameter_enum, request_components
-from twinserve.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 log = logging.getLogger("twinserve.gateway")
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastPath:
-    """The gateway: the FastAPI application behind the ASGI fast path for predict."""
+def create_app(settings: GatewaySettings | None = None) -> Core:
+    """The gateway: the inference core in front of the FastAPI application."""
     settings = settings or GatewaySettings()
     keys = [k.strip().encode() for k in settings.api_keys.split(",") if k.strip()]
-    return FastPath(create_fastapi(settings, keys), keys)
+    routes = v1.routes(settings.backend_list) + v2.routes(settings.backend_list)
+    return Core(create_fastapi(settings, routes), routes, keys, settings.max_body_bytes)
 
 
-def create_fastapi(settings: GatewaySettings, keys: list[bytes]) -> FastAPI:
+def create_fastapi(settings: GatewaySettings, routes: list[Route]) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backends = {"torchserve": TorchServeBackend(settings), "tfserving": TFServingBackend(settings)}
-        app.state.plane = DataPlane(settings, backends)
+        app.state.plane = DataPlane(settings, registry.create(settings))
         # keep the long-lived start-up objects (~70,000; a full GC pass over them took 30 ms here)
         # out of the collections that request handling sets off
         gc.collect()
@@ -51,18 +51,14 @@ def create_fastapi(settings: GatewaySettings, keys: list[bytes]) -> FastAPI:
         await app.state.plane.aclose()
         metrics.worker_stopped()
 
-    async def api_key(request: Request) -> None:
-        check_api_key(request, keys)
-
     app = FastAPI(
         title="twinserve gateway",
         version=v2.VERSION,
         description="One REST API in front of TorchServe and TensorFlow Serving: route, split, mirror, compare and fail over.",
         lifespan=lifespan,
     )
-    protected = [Depends(api_key)] if keys else []
-    app.include_router(v1.router, dependencies=protected)
-    app.include_router(v2.router, dependencies=protected)
+    app.include_router(v1.router)  # API keys are checked for these in gateway/core.py, like every route
+    app.include_router(v2.router)
 
     @app.get("/healthz", tags=["health"], summary="The gateway process is alive", response_model=Health)
     async def healthz() -> Response:
@@ -78,7 +74,7 @@ def create_fastapi(settings: GatewaySettings, keys: list[bytes]) -> FastAPI:
             "models": states,
             "circuits": plane.circuits(),
             "routing": {"policy": settings.routing, "primary": settings.primary, "weights": settings.weight_map, "failover": settings.failover},
-            "tfserving_implementation": plane.backends["tfserving"].implementation,  # type: ignore[attr-defined]
+            "implementations": plane.implementations(),
         }
         return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
 
@@ -105,11 +101,11 @@ def create_fastapi(settings: GatewaySettings, keys: list[bytes]) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return GatewayError(500, "internal_error", "the gateway failed to handle this request; see its log").response()
+        return internal_error().response(request.headers.get("x-request-id"))
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes + documented(routes))
             schema.setdefault("components", {}).setdefault("schemas", {}).update(request_components())
             model_parameter_enum(schema, settings.model_list)
             app.openapi_schema = schema
@@ -117,3 +113,16 @@ def create_fastapi(settings: GatewaySettings, keys: list[bytes]) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def documented(routes: list[Route]) -> list:
+    """FastAPI route objects for the core's inference routes, used only to write the OpenAPI document:
+    they are never mounted, so the one implementation of each route stays in its protocol module."""
+    docs = APIRouter()
+    for route in routes:
+
+        async def endpoint(model: str) -> None:  # the signature documents the path parameter
+            raise AssertionError("documentation only")
+
+        docs.add_api_route(route.path, endpoint, methods=[route.method], name=route.endpoint, **route.doc)
+    return docs.routes

@@ -1,13 +1,17 @@
 """The one data plane under both protocols: validate, route, call, fail over, mirror, compare.
 
-Protocol modules turn HTTP into an `Inference` and back; backend clients turn
+Protocol modules turn HTTP into an `Inference` and back; backend adapters turn
 V1 JSON into calls to their stack. Everything here is protocol- and
-wire-format-free. Routing tables, paths and weights are computed once at start.
+wire-format-free, and names no stack: backends come from the registry
+(gateway/backends/), in the configured order, which is also the failover order.
+Routing tables, paths and weights are computed once at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import random
 from dataclasses import dataclass
@@ -22,11 +26,10 @@ from gateway.errors import GatewayError
 from gateway.resilience import CircuitBreaker, ConcurrencyLimit
 from gateway.validation import outputs_of
 from models.spec import ModelSpec, get_spec
-from twinserve.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 log = logging.getLogger("twinserve.gateway")
 
-BACKEND_NAMES = ("torchserve", "tfserving")
 T = TypeVar("T")
 
 
@@ -54,13 +57,18 @@ class DataPlane:
     def __init__(self, settings: GatewaySettings, backends: dict[str, Backend]) -> None:
         self.settings = settings
         self.backends = backends
+        self.names = list(backends)
         self.specs = {name: get_spec(name) for name in settings.model_list}
         self.breakers = {n: CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s) for n in backends}
         self.limits = {n: ConcurrencyLimit(settings.max_in_flight) for n in backends}
-        self.other = {"torchserve": "tfserving", "tfserving": "torchserve"}
-        weights = settings.weight_map
-        total = sum(weights.get(n, 0.0) for n in BACKEND_NAMES) or 1.0
-        self.torchserve_share = weights.get("torchserve", 0.0) / total
+        if settings.primary not in backends:
+            raise ValueError(f"TWINSERVE_GATEWAY_PRIMARY={settings.primary!r} is not an enabled backend; choose one of {', '.join(self.names)}")
+        # failover (and mirror) order: the others, starting after the one that failed
+        self.fallbacks = {n: self.names[i + 1:] + self.names[:i] for i, n in enumerate(self.names)}
+        weights = settings.weight_map  # names checked against the registry in gateway.backends.create
+        shares = [max(0.0, weights.get(n, 0.0)) for n in self.names]
+        total = sum(shares) or 1.0
+        self.cumulative = list(itertools.accumulate(w / total for w in shares))
         self.background: set[asyncio.Task] = set()
         for n in backends:
             metrics.CIRCUIT.labels(n).set(0)
@@ -83,7 +91,7 @@ class DataPlane:
         if override:
             return override
         if self.settings.routing == "weighted":
-            return "torchserve" if random.random() < self.torchserve_share else "tfserving"
+            return self.names[min(bisect.bisect_right(self.cumulative, random.random()), len(self.names) - 1)]
         return self.settings.primary
 
     # calls -------------------------------------------------------------------
@@ -128,22 +136,25 @@ class DataPlane:
         return result
 
     async def with_failover(self, primary: str, model: str, request_id: str, op: Callable[[Backend], Awaitable[T]]) -> tuple[T, str | None]:
-        """Run op on the primary; on a 5xx-class failure (and failover on), on the other stack."""
+        """Run op on the primary; on a 5xx-class failure (and failover on), on the next backends in turn."""
         try:
             return await self.guarded(primary, op), None
         except GatewayError as exc:
-            if not self.settings.failover or exc.status < 500:
+            if not self.settings.failover or exc.status < 500 or not self.fallbacks[primary]:
                 raise
-            fallback = self.other[primary]
+            first, failures = exc, []
+        for fallback in self.fallbacks[primary]:
             try:
                 result = await self.guarded(fallback, op)
-            except GatewayError as second:
-                if second.status < 500:
+            except GatewayError as exc:
+                if exc.status < 500:
                     raise
-                raise GatewayError(exc.status, exc.type, f"{exc.message}; failover to {fallback} failed too: {second.message}", exc.backend, exc.headers) from None
+                failures.append(f"failover to {fallback} failed too: {exc.message}")
+                continue
             metrics.FAILOVERS.labels(model, primary, fallback).inc()
-            log.warning("request %s: %s failed (%s), served by %s", request_id, primary, exc.message, fallback)
+            log.warning("request %s: %s failed (%s), served by %s", request_id, primary, first.message, fallback)
             return result, primary
+        raise GatewayError(first.status, first.type, "; ".join([first.message, *failures]), first.backend, first.headers) from None
 
     async def infer(self, inf: Inference, override: str | None, request_id: str) -> Served:
         result, failed = await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.predict(inf.spec.name, inf.body, request_id))
@@ -156,23 +167,25 @@ class DataPlane:
         return await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.explain(inf.spec, inf.rows, targets, request_id))
 
     async def explain_compare(self, inf: Inference, targets: list[int], request_id: str) -> dict:
-        """Both stacks' attributions for the same rows, their largest difference and their correlation."""
-        names = list(BACKEND_NAMES)
-        results = await asyncio.gather(*(self.guarded(n, lambda b: b.explain(inf.spec, inf.rows, targets, request_id)) for n in names), return_exceptions=True)
+        """Every stack's attributions for the same rows, their largest difference and, per row, their
+        lowest correlation over the pairs of stacks."""
+        results = await asyncio.gather(*(self.guarded(n, lambda b: b.explain(inf.spec, inf.rows, targets, request_id)) for n in self.names), return_exceptions=True)
         for res in results:
             if isinstance(res, BaseException) and not isinstance(res, GatewayError):
                 raise res
         failed = [r for r in results if isinstance(r, GatewayError)]
         if failed:
             raise failed[0]
-        a, b = (r.attributions for r in results)  # type: ignore[union-attr]
-        flat_a, flat_b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-        corr = [float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 1.0 for x, y in zip(flat_a, flat_b)]
+        explanations: list[Explanation] = results  # type: ignore[assignment]
+        pairs = list(itertools.combinations(explanations, 2))
+        flat = {id(e): e.attributions.reshape(len(e.attributions), -1) for e in explanations}
+        rows = len(inf.rows)
+        corr = [min((row_correlation(flat[id(x)][i], flat[id(y)][i]) for x, y in pairs), default=1.0) for i in range(rows)]
         return {
-            "results": {r.backend: r for r in results},  # type: ignore[union-attr]
-            "max_abs_diff": float(np.abs(a - b).max()),
+            "results": {e.backend: e for e in explanations},
+            "max_abs_diff": max((float(np.abs(x.attributions - y.attributions).max()) for x, y in pairs), default=0.0),
             "correlation": corr,
-            "targets_agree": results[0].targets == results[1].targets,  # type: ignore[union-attr]
+            "targets_agree": all(e.targets == explanations[0].targets for e in explanations),
         }
 
     # mirror ------------------------------------------------------------------
@@ -182,7 +195,9 @@ class DataPlane:
         task.add_done_callback(self.background.discard)
 
     async def _shadow(self, inf: Inference, primary: UpstreamResult, request_id: str) -> None:
-        target = self.other[primary.backend]
+        if not self.fallbacks[primary.backend]:
+            return
+        target = self.fallbacks[primary.backend][0]
         try:
             shadow = await self.call(target, inf, request_id)
             diff = float(np.abs(outputs_of(primary.body, primary.backend) - outputs_of(shadow.body, target)).max())
@@ -198,11 +213,12 @@ class DataPlane:
 
     # compare -----------------------------------------------------------------
     async def compare(self, inf: Inference, request_id: str) -> dict:
-        names = list(BACKEND_NAMES)
-        results = await asyncio.gather(*(self.call(n, inf, request_id) for n in names), return_exceptions=True)
+        """The same rows to every stack: each answer, the largest difference between any two, and
+        whether their classes agree."""
+        results = await asyncio.gather(*(self.call(n, inf, request_id) for n in self.names), return_exceptions=True)
         out: dict = {"model": inf.spec.name, "instances": int(inf.rows.shape[0]), "results": {}}
         probs: dict[str, np.ndarray] = {}
-        for name, res in zip(names, results):
+        for name, res in zip(self.names, results):
             if isinstance(res, GatewayError):
                 out["results"][name] = {"error": {"type": res.type, "message": res.message}}
             elif isinstance(res, BaseException):
@@ -210,26 +226,30 @@ class DataPlane:
             else:
                 probs[name] = outputs_of(res.body, name)
                 out["results"][name] = {"predictions": probs[name].tolist(), "latency_ms": round(res.seconds * 1000, 3)}
-        if len(probs) == 2:
-            a, b = probs["torchserve"], probs["tfserving"]
-            out["max_abs_diff"] = float(np.abs(a - b).max())
-            out["classes_agree"] = bool((a.argmax(-1) == b.argmax(-1)).all())
-            out["classes"] = {"torchserve": a.argmax(-1).tolist(), "tfserving": b.argmax(-1).tolist()}
+        if len(probs) >= 2:
+            answers = list(probs.values())
+            classes = {n: p.argmax(-1) for n, p in probs.items()}
+            first = next(iter(classes.values()))
+            out["max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in itertools.combinations(answers, 2))
+            out["classes_agree"] = all(bool((c == first).all()) for c in classes.values())
+            out["classes"] = {n: c.tolist() for n, c in classes.items()}
         else:
             out["max_abs_diff"] = None
             out["classes_agree"] = None
             if not probs:
-                first = next(r for r in results if isinstance(r, GatewayError))
-                raise GatewayError(first.status, "all_backends_failed", "; ".join(f"{n}: {out['results'][n]['error']['message']}" for n in names), None)
+                first_error = next(r for r in results if isinstance(r, GatewayError))
+                raise GatewayError(first_error.status, "all_backends_failed", "; ".join(f"{n}: {out['results'][n]['error']['message']}" for n in self.names), None)
         return out
 
     # state -------------------------------------------------------------------
     async def model_states(self) -> dict[str, dict[str, str]]:
-        names = list(self.specs)
-        backends = list(self.backends)
-        states = await asyncio.gather(*(self.backends[b].model_state(m) for m in names for b in backends))
+        models = list(self.specs)
+        states = await asyncio.gather(*(self.backends[b].model_state(m) for m in models for b in self.names))
         it = iter(states)
-        return {m: {b: next(it) for b in backends} for m in names}
+        return {m: {b: next(it) for b in self.names} for m in models}
+
+    def implementations(self) -> dict[str, str]:
+        return {n: b.implementation for n, b in self.backends.items()}
 
     def circuits(self) -> dict[str, str]:
         return {n: b.state for n, b in self.breakers.items()}
@@ -240,3 +260,8 @@ class DataPlane:
         for backend in self.backends.values():
             await backend.aclose()
 
+
+
+def row_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two attribution rows; two constant rows count as agreeing."""
+    return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 1.0

@@ -27,3 +27,8 @@ class GatewayError(Exception):
 
 def bad_request(message: str, type_: str = "invalid_input") -> GatewayError:
     return GatewayError(400, type_, message)
+
+
+def internal_error() -> GatewayError:
+    """What any unexpected exception answers, on every route: the details go to the log, not the client."""
+    return GatewayError(500, "internal_error", "the gateway failed to handle this request; see its log")

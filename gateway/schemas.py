@@ -169,7 +169,7 @@ class Readiness(BaseModel):
     models: dict[str, dict[str, str]] = Field(description="model -> backend -> state")
     circuits: dict[str, str]
     routing: dict[str, Any]
-    tfserving_implementation: str
+    implementations: dict[str, str] = Field(description="backend -> what serves it (the TF backend says whether it is TensorFlow Serving or the compatible server)")
 
 
 class V2Live(BaseModel):

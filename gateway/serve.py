@@ -18,7 +18,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def main() -> None:
     import uvicorn
 
-    from twinserve.settings import GatewaySettings
+    from gateway.settings import GatewaySettings
 
     settings = GatewaySettings()
     shared = None

@@ -5,21 +5,19 @@ Three measurements, each interleaved so that machine noise hits every target ali
   (from `bench`), giving the gateway/direct throughput ratio and the gateway's CPU per request;
 - added latency under light load: a paced single client alternating direct and gateway
   requests, timed with perf_counter (locust rounds to whole milliseconds, too coarse here);
-- in-process throughput of the same model at the serving batch size (PyTorch forward, the
-  TensorFlow signature call), against the rows per second each stack served.
+- the rows per second each stack served, against the in-process throughput of the same model
+  (models/inprocess.py: loadtests/ never imports torch or TensorFlow).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 
-from loadtests.payloads import bodies, rows
+from loadtests.payloads import bodies
 from loadtests.targets import TARGETS
-from models.spec import get_spec
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -61,32 +59,6 @@ def added_latency(urls: dict[str, str], model: str, requests: int = 400, rate: f
             "gateway_p99_ms": round(percentile(g, 0.99), 3),
             "added_p99_ms": round(percentile(g, 0.99) - percentile(d, 0.99), 3),
         }
-    return out
-
-
-def inprocess_throughput(build: Path, model: str, batch: int, seconds: float = 3.0) -> dict:
-    """Rows per second of each framework calling the exported model directly, one thread each."""
-    import tempfile
-
-    import torch
-
-    from models.export import Artifacts, load_savedmodel, load_torch_from_mar
-
-    spec = get_spec(model)
-    art = Artifacts(build, model)
-    x = rows(spec, max(256, batch))[:batch].astype(np.float32)
-    torch.set_num_threads(1)
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, fn in (("torchserve", load_torch_from_mar(art.mar, Path(tmp))), ("tfserving", load_savedmodel(art.savedmodel, spec))):
-            for _ in range(20):
-                fn(x)
-            calls, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                fn(x)
-                calls += 1
-            elapsed = time.perf_counter() - started
-            out[name] = {"framework": "PyTorch forward (eager)" if name == "torchserve" else "TensorFlow signature call", "batch": batch, "rows_per_s": round(calls * batch / elapsed, 1), "ms_per_call": round(1000 * elapsed / calls, 4)}
     return out
 
 

@@ -5,10 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
-from services.supervisor import group_members
+
+def group_members(pgids: list[int]) -> list[int]:
+    """PIDs of the live (non-zombie) processes in the given process groups."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().split(")")[-1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in pgids and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
 
 
 def group_processes(pgid: int) -> list[psutil.Process]:

@@ -18,7 +18,7 @@ def check(gateway: str) -> list[str]:
     problems = []
     with httpx.Client(base_url=gateway, timeout=30) as client:
         ready = client.get("/readyz").json()
-        print(f"gateway ready: {ready['ready']}; TF backend: {ready['tfserving_implementation']}")
+        print(f"gateway ready: {ready['ready']}; TF backend: {ready['implementations'].get('tfserving')}")
         for model in MODEL_NAMES:
             spec = get_spec(model)
             body = bodies(model, 2, count=1)[0]

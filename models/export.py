@@ -115,6 +115,7 @@ def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np
     import tensorflow as tf
 
     from models import explain as ig
+    from models import tfops
 
     class Exported(tf.Module):
         def __init__(self) -> None:
@@ -137,7 +138,7 @@ def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np
         def explain(self, x: tf.Tensor, target: tf.Tensor) -> dict:
             predicted = tf.argmax(self.probabilities(x), axis=-1, output_type=tf.int32)
             target = tf.where(target < 0, predicted, target)
-            return {ig.ATTRIBUTIONS: ig.tf_integrated_gradients(lambda z: logits_fn(self.w, z), x, target), ig.TARGET_INPUT: target}
+            return {ig.ATTRIBUTIONS: tfops.integrated_gradients(lambda z: logits_fn(self.w, z), x, target), ig.TARGET_INPUT: target}
 
     module = Exported()
     if path.exists():

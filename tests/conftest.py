@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.export import DEFAULT_BUILD, export_model  # noqa: E402
 from models.spec import MODEL_NAMES  # noqa: E402
-from services.supervisor import free_port, group_members  # noqa: E402,F401  (re-exported for the tests)
+from twinserve.supervisor import free_port, group_members  # noqa: E402,F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,7 @@ def stack_settings(run_dir: Path, build: Path, models: str = "digits,tabular,res
 @pytest.fixture(scope="session")
 def stack(build_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """TorchServe, the TF backend and the gateway, started once by the project's own launcher."""
-    from services import stack as native
+    from twinserve import stack as native
 
     settings = stack_settings(tmp_path_factory.mktemp("run"), build_dir)
     started = native.up(settings)

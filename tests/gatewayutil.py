@@ -12,7 +12,7 @@ import uvicorn
 
 from conftest import free_port
 from gateway.app import create_app
-from twinserve.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 
 @contextmanager

@@ -12,8 +12,8 @@ import pytest
 
 from services.tfserving.compat import textproto
 from services.tfserving.compat.batching import BatchingParameters
-from services.tfserving.config import batching_config
-from services.torchserve import config
+from twinserve.launchers.tfserving_config import batching_config
+from twinserve.launchers import torchserve_config as config
 from twinserve.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from twinserve.cli import build_parser
-from twinserve.settings import GatewaySettings, StackSettings
+from gateway.settings import GatewaySettings
+from twinserve.settings import StackSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

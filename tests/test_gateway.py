@@ -94,7 +94,8 @@ def test_model_listing_health_and_readiness(urls: dict) -> None:
     assert httpx.get(f"{g}/healthz").status_code == 200
     ready = httpx.get(f"{g}/readyz").json()
     assert ready["ready"] is True and ready["circuits"] == {"torchserve": "closed", "tfserving": "closed"}
-    assert ready["tfserving_implementation"].startswith("twinserve-tf-compat")
+    assert ready["implementations"]["tfserving"].startswith("twinserve-tf-compat")
+    assert ready["implementations"]["torchserve"] == "TorchServe"
 
 
 BAD = [
@@ -197,7 +198,7 @@ def test_concurrent_clients_through_the_gateway_get_their_own_rows(urls: dict, s
 
 def test_metrics_of_a_two_worker_gateway_count_every_worker(stack, tmp_path, samples: dict) -> None:  # type: ignore[no-untyped-def]
     from conftest import free_port, group_members
-    from services import stack as native
+    from twinserve import stack as native
 
     settings = stack.model_copy(update={"gateway_port": free_port(), "run_dir": tmp_path / "run"})
     started = native.up(settings, ("gateway",), gateway={"workers": "2"})

@@ -13,7 +13,7 @@ import respx
 from conftest import free_port, stack_settings
 from gatewayutil import dead_url, hanging_backend, running_gateway
 
-from services.supervisor import Supervisor
+from twinserve.supervisor import Supervisor
 
 
 def body(samples: dict, model: str = "tabular", rows: int = 1) -> bytes:
@@ -111,7 +111,7 @@ def test_backend_5xx_is_a_502(samples: dict) -> None:
     from gateway.dataplane import DataPlane, Inference
     from gateway.errors import GatewayError
     from models.spec import SPECS
-    from twinserve.settings import GatewaySettings
+    from gateway.settings import GatewaySettings
 
     respx.post("http://tf.test/v1/models/tabular:predict").mock(return_value=httpx.Response(500, json={"error": "boom"}))
     settings = GatewaySettings(tfserving_url="http://tf.test", primary="tfserving", failover=False, transport="httpx")
@@ -132,7 +132,7 @@ def test_backend_5xx_is_a_502(samples: dict) -> None:
 
 def test_failover_when_a_stack_stops_mid_run_and_the_breaker_cycles(urls: dict, samples: dict, build_dir: Path, tmp_path: Path) -> None:
     """A second, private TF backend is the primary; it is stopped mid-run and started again."""
-    from services.tfserving import launcher
+    from twinserve.launchers import tfserving as launcher
 
     tf_settings = stack_settings(tmp_path / "run", build_dir, models="tabular")
     sup = Supervisor(tf_settings.run_dir)

@@ -1,11 +1,11 @@
-"""Faults under load, overload and a short soak, each on a private native stack (loadtests/reliability.py)."""
+"""Faults under load, overload and a short soak, each on a private native stack (twinserve/reliability.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from loadtests import reliability
+from twinserve import reliability
 
 
 def test_faults_under_load_lose_nothing(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from conftest import stack_settings
 from gatewayutil import running_gateway
 
 from loadtests.resources import group_processes
-from services import stack as native
-from services.supervisor import Supervisor
-from services.torchserve.keys import read_keys, renew
-from services.torchserve.launcher import model_states
+from twinserve import stack as native
+from twinserve.supervisor import Supervisor
+from gateway.backends.torchserve_keys import read_keys, renew
+from twinserve.launchers.torchserve import model_states
 
 
 def loopback(address: str) -> bool:

@@ -202,7 +202,7 @@ def test_tf_backend_follows_new_versions_on_disk_without_dropping_a_request(buil
     import time
 
     from conftest import stack_settings
-    from services import stack as native
+    from twinserve import stack as native
 
     source = build_dir / "tfserving" / "tabular" / "1"
     base = tmp_path / "build" / "tfserving" / "tabular"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import group_members, stack_settings
 
-from services.supervisor import port_in_use
+from twinserve.supervisor import port_in_use
 
 CLI = [sys.executable, "-m", "twinserve.cli"]
 
@@ -72,7 +72,7 @@ def test_missing_artifact_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_ports_held_by_any_socket_count_as_taken_and_chosen_ports_avoid_the_ephemeral_range() -> None:
-    from services.supervisor import free_port, port_bindable
+    from twinserve.supervisor import free_port, port_bindable
 
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     chosen = [free_port() for _ in range(20)]

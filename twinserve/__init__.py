@@ -1,3 +1,5 @@
 """twinserve: one model served by TorchServe and TensorFlow Serving, behind one gateway, measured side by side."""
 
-__version__ = "0.1.0"
+from models import __version__
+
+__all__ = ["__version__"]

@@ -32,8 +32,8 @@ def ensure_artifacts(settings: StackSettings) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from services import stack
-    from services.supervisor import SupervisorError
+    from twinserve import stack
+    from twinserve.supervisor import SupervisorError
 
     settings = _settings(args)
     names = tuple(args.services)
@@ -51,7 +51,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def print_status(settings: StackSettings, as_json: bool = False) -> int:
-    from services import stack
+    from twinserve import stack
 
     rows = stack.status(settings)
     if as_json:
@@ -74,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from services import stack
+    from twinserve import stack
 
     stopped = stack.down(_settings(args))
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -83,7 +83,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     """Run the gateway alone, in the foreground, against stacks that are already up."""
-    from gateway.launcher import command, gateway_env
+    from twinserve.launchers.gateway import command, gateway_env
 
     settings = _settings(args)
     env = {**gateway_env(settings), **{k: v for k, v in os.environ.items() if k.startswith("TWINSERVE_GATEWAY_")}}
@@ -114,6 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gateway", help="run the gateway alone in the foreground (backends already up)")
     p.set_defaults(func=cmd_gateway)
 
-    from loadtests import cli as bench_cli
+    from twinserve import measure as bench_cli
 
     bench_cli.register(sub)

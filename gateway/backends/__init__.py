@@ -1,0 +1,28 @@
+"""The backend registry: one adapter per serving stack, looked up by name.
+
+The data plane knows backends only through this registry, so a third stack is one adapter
+module (a `Backend` subclass decorated with `register`) plus its settings; nothing above it
+names a stack.
+"""
+
+from __future__ import annotations
+
+from gateway.backends.base import REGISTRY, Backend, BackendError, register
+from gateway.settings import GatewaySettings
+
+# importing the adapters registers them
+from gateway.backends import tfserving as _tfserving, torchserve as _torchserve  # noqa: E402,F401
+
+__all__ = ["REGISTRY", "Backend", "BackendError", "create", "register"]
+
+
+def create(settings: GatewaySettings) -> dict[str, Backend]:
+    """The enabled backends, in the configured order (which is also the failover order)."""
+    names = settings.backend_list
+    for variable, given in (("TWINSERVE_GATEWAY_BACKENDS", names), ("TWINSERVE_GATEWAY_WEIGHTS", list(settings.weight_map))):
+        unknown = [n for n in given if n not in REGISTRY]
+        if unknown:
+            raise ValueError(f"{variable} names unknown backend(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+    if not names:
+        raise ValueError("TWINSERVE_GATEWAY_BACKENDS is empty: enable at least one backend")
+    return {n: REGISTRY[n](settings) for n in names}

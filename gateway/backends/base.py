@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 
 from models.spec import ModelSpec
-from twinserve.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,18 @@ def refused(exc: BaseException) -> bool:
     return False
 
 
+REGISTRY: dict[str, type["Backend"]] = {}
+
+
+def register(cls: type["Backend"]) -> type["Backend"]:
+    """Class decorator: make an adapter available under its `name`."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
 class Backend(ABC):
     name: str
+    implementation: str = "unknown"  # what actually serves (e.g. the real binary or a compatible server)
 
     def __init__(self, settings: GatewaySettings, base_url: str) -> None:
         self.settings = settings

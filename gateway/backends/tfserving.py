@@ -7,12 +7,13 @@ import orjson
 
 import numpy as np
 
-from gateway.backends.base import Backend, Explanation, malformed
+from gateway.backends.base import Backend, Explanation, malformed, register
 from models import explain as ig
 from models.spec import ModelSpec
-from twinserve.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 
+@register
 class TFServingBackend(Backend):
     name = "tfserving"
 

@@ -9,14 +9,16 @@ import orjson
 
 import numpy as np
 
-from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult, make_client, malformed
+from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult, make_client, malformed, register
 from models.spec import ModelSpec
-from services.torchserve.keys import KEY_REFUSED, TOKEN_PATH, read_keys
-from twinserve.settings import GatewaySettings
+from gateway.backends.torchserve_keys import KEY_REFUSED, TOKEN_PATH, read_keys
+from gateway.settings import GatewaySettings
 
 
+@register
 class TorchServeBackend(Backend):
     name = "torchserve"
+    implementation = "TorchServe"
 
     def __init__(self, settings: GatewaySettings) -> None:
         super().__init__(settings, settings.torchserve_url)

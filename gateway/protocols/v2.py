@@ -7,15 +7,18 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.core import Call, Reply, Route
 from gateway.dataplane import DataPlane, Inference, v1_body
 from gateway.errors import GatewayError, bad_request
-from gateway.http import Outcome, backend_override, read_body, request_id, served_headers
+from gateway.http import served_headers
+from gateway.protocols.v1 import backend_param
 from gateway.schemas import V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2Ready, V2ServerMetadata, INFERENCE_ERRORS, error_responses, request_body
 from gateway.validation import outputs_of, parse_json, to_array
 from models.spec import ModelSpec
-from twinserve import __version__
+from models import __version__
 
-router = APIRouter(tags=["V2 (Open Inference Protocol)"])
+TAGS = ["V2 (Open Inference Protocol)"]
+router = APIRouter(tags=TAGS)  # metadata and health; the inference route is in routes()
 
 NUMERIC = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 VERSION = __version__
@@ -64,41 +67,34 @@ def to_flat(data: list) -> np.ndarray:
     return arr.reshape(-1)
 
 
-@router.post(
-    "/v2/models/{model}/infer",
-    summary="Infer (Open Inference Protocol)",
-    response_model=V2InferResponse,
-    responses=INFERENCE_ERRORS,
-    openapi_extra=request_body(V2InferRequest),
-)
-async def infer(model: str, request: Request) -> Response:
-    plane: DataPlane = request.app.state.plane
-    rid = request_id(request)
-    outcome = Outcome("v2_infer")
-    try:
-        override = plane.check_backend(backend_override(request))
-        spec = plane.spec(model)
-        outcome.model = model
-        raw = await read_body(request, plane.settings.max_body_bytes)
-        rows, client_id = parse_infer(parse_json(raw), spec)
-        served = await plane.infer(Inference(spec, rows, v1_body(rows), True), override, rid)
-        result = served.result
-        probs = outputs_of(result.body, result.backend)
-        body = {
-            "model_name": spec.name,
-            "model_version": str(spec.version),
-            "id": client_id or rid,
-            "parameters": {"backend": result.backend, **({"failover_from": served.failover_from} if served.failover_from else {})},
-            "outputs": [{"name": spec.output_name, "shape": list(probs.shape), "datatype": "FP32", "data": probs.reshape(-1)}],
-        }
-        outcome.backend, outcome.status = result.backend, 200
-        headers = served_headers(result.backend, result.seconds, rid, served.failover_from)
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json", headers=headers)
-    except GatewayError as exc:
-        outcome.status, outcome.backend = exc.status, exc.backend or "none"
-        return exc.response(rid)
-    finally:
-        outcome.record()
+async def infer(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
+    """V2 infer: the tensor validated, sent to a stack as V1 rows, its answer re-shaped as V2 outputs."""
+    rows, client_id = parse_infer(parse_json(await call.read()), spec)
+    served = await plane.infer(Inference(spec, rows, v1_body(rows), True), call.override, call.rid)
+    result = served.result
+    probs = outputs_of(result.body, result.backend)
+    body = {
+        "model_name": spec.name,
+        "model_version": str(spec.version),
+        "id": client_id or call.rid,
+        "parameters": {"backend": result.backend, **({"failover_from": served.failover_from} if served.failover_from else {})},
+        "outputs": [{"name": spec.output_name, "shape": list(probs.shape), "datatype": "FP32", "data": probs.reshape(-1)}],
+    }
+    call.outcome.backend = result.backend
+    return 200, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), served_headers(result.backend, result.seconds, served.failover_from)
+
+
+def routes(backends: list[str]) -> list[Route]:
+    """The V2 inference route, served by gateway/core.py and documented from this entry."""
+    return [
+        Route("POST", "/v2/models/{model}/infer", "v2_infer", infer, {
+            "tags": TAGS,
+            "summary": "Infer (Open Inference Protocol)",
+            "response_model": V2InferResponse,
+            "responses": INFERENCE_ERRORS,
+            "openapi_extra": {**request_body(V2InferRequest), "parameters": [backend_param(backends)]},
+        }),
+    ]
 
 
 @router.get("/v2/models/{model}", summary="Model metadata", response_model=V2ModelMetadata, responses=error_responses(404))
@@ -112,7 +108,7 @@ async def model_metadata(model: str, request: Request) -> Response:
         {
             "name": spec.name,
             "versions": [str(spec.version)],
-            "platform": "twinserve (torchserve + tensorflow_serving)",
+            "platform": "twinserve (" + " + ".join(plane.names) + ")",
             "inputs": [{"name": spec.input_name, "datatype": "FP32", "shape": [-1, *spec.shape]}],
             "outputs": [{"name": spec.output_name, "datatype": "FP32", "shape": [-1, spec.num_classes]}],
         }

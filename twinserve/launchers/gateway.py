@@ -7,8 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from services.supervisor import Launch
-from twinserve.settings import GatewaySettings, StackSettings
+from twinserve.supervisor import Launch
+from gateway.settings import GatewaySettings
+from twinserve.settings import ROOT, StackSettings
 
 
 def gateway_env(stack: StackSettings) -> dict[str, str]:
@@ -64,5 +65,5 @@ def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None
         urls={"api": url, "docs": f"{url}/docs", "metrics": f"{url}/metrics"},
         implementation=f"FastAPI gateway ({settings.workers} worker(s), {settings.transport} transport, routing {settings.routing})",
         env=env,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
     )

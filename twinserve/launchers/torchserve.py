@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from services.supervisor import Launch, poll_models, ready_when_all
-from services.torchserve import config
-from services.torchserve.keys import KEY_FILE, auth_header, renew
+from twinserve.supervisor import Launch, poll_models, ready_when_all
+from twinserve.launchers import torchserve_config as config
+from gateway.backends.torchserve_keys import KEY_FILE, auth_header, renew
 from twinserve.settings import StackSettings
 
 

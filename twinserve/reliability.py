@@ -22,8 +22,8 @@ import httpx
 from loadtests import bench, stats
 from loadtests.resources import group_processes
 from loadtests.targets import TARGETS
-from services import stack
-from services.supervisor import Supervisor, free_port
+from twinserve import stack
+from twinserve.supervisor import Supervisor, free_port
 from twinserve.settings import StackSettings
 
 
@@ -99,7 +99,7 @@ def torchserve_worker_pids(pgid: int) -> list[int]:
 
 def faults(out: Path, seconds: int = 36) -> dict:
     """Kill a TorchServe worker, kill the TF backend and bring it back, hang it, all under load."""
-    from services.tfserving import launcher as tf_launcher
+    from twinserve.launchers import tfserving as tf_launcher
 
     settings = private_settings(out / "run")
     gateway = {"routing": "weighted", "weights": "torchserve=50,tfserving=50", "failover": "true", "timeout_s": "2", "breaker_failures": "3", "breaker_cooldown_s": "2"}

@@ -69,8 +69,8 @@ def stack_config(settings: StackSettings, native: bool) -> dict:
 def bench(args: argparse.Namespace) -> Path:
     from loadtests import bench as runner
     from loadtests import report
-    from services import stack
-    from services.supervisor import Supervisor, SupervisorError
+    from twinserve import stack
+    from twinserve.supervisor import Supervisor, SupervisorError
 
     settings = StackSettings(models=",".join(args.models))
     urls = {
@@ -128,13 +128,14 @@ def bench(args: argparse.Namespace) -> Path:
 def measure_overhead(args: argparse.Namespace, settings: StackSettings, urls: dict[str, str], summary: dict) -> dict:
     """The gateway's cost and the served/in-process ratios, for each model of the run."""
     from loadtests import overhead
+    from models.inprocess import inprocess_throughput
 
     out: dict = {}
     for model in args.models:
         with console.status(f"overhead: added latency under light load ({model})..."):
             latency = overhead.added_latency(urls, model)
         with console.status(f"overhead: in-process throughput ({model}, batch {settings.batch_size})..."):
-            inprocess = overhead.inprocess_throughput(settings.build_dir, model, settings.batch_size)
+            inprocess = inprocess_throughput(settings.build_dir, model, settings.batch_size)
         saturation = overhead.saturation_summary(summary["results"], model, args.instances)
         out[model] = {"saturation": saturation, "added_latency": latency, "inprocess": inprocess, "served_to_inprocess": overhead.served_ratio(saturation, inprocess)}
     return out
@@ -184,7 +185,7 @@ def cmd_reliability(args: argparse.Namespace) -> int:
     """Fault, overload and soak drills on a private stack; figures printed and written as JSON."""
     import json
 
-    from loadtests import reliability
+    from twinserve import reliability
 
     out = Path(args.out) if args.out else ROOT / "reports" / f"reliability-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)

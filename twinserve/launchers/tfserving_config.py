@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twinserve.settings import StackSettings
+from twinserve.settings import ROOT, StackSettings
 
-HERE = Path(__file__).resolve().parent
+HERE = ROOT / "services" / "tfserving"  # the static configs, shared with the Docker images
 MONITORING = HERE / "monitoring.config"
 
 

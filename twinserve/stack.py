@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from services import supervisor
-from services.supervisor import Launch, Running, Supervisor
+from twinserve import supervisor
+from twinserve.supervisor import Launch, Running, Supervisor
 from twinserve.settings import StackSettings
 
 SERVICES = ("torchserve", "tfserving", "gateway")
 
 
 def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES, gateway: dict[str, str] | None = None) -> list[Launch]:
-    from services.tfserving import launcher as tf_launcher
-    from services.torchserve import launcher as ts_launcher
+    from twinserve.launchers import tfserving as tf_launcher
+    from twinserve.launchers import torchserve as ts_launcher
 
     run_dir = settings.run_dir
     out = []
@@ -23,7 +23,7 @@ def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES, gateway
     if "tfserving" in names:
         out.append(tf_launcher.launch(settings, run_dir))
     if "gateway" in names:
-        from gateway import launcher as gw_launcher
+        from twinserve.launchers import gateway as gw_launcher
 
         out.append(gw_launcher.launch(settings, run_dir, gateway))
     return out
@@ -49,8 +49,8 @@ def down(settings: StackSettings, names: list[str] | None = None) -> list[str]:
 
 def status(settings: StackSettings) -> list[dict]:
     """One row per known service: running or not, pid, urls, implementation, model states."""
-    from services.tfserving import launcher as tf_launcher
-    from services.torchserve import launcher as ts_launcher
+    from twinserve.launchers import tfserving as tf_launcher
+    from twinserve.launchers import torchserve as ts_launcher
 
     recorded = Supervisor(settings.run_dir).load()
     rows = []
@@ -63,7 +63,7 @@ def status(settings: StackSettings) -> list[dict]:
         elif name == "tfserving":
             models = tf_launcher.model_states(settings, timeout=1.0)
         elif name == "gateway":
-            from gateway import launcher as gw_launcher
+            from twinserve.launchers import gateway as gw_launcher
 
             models = gw_launcher.model_states(settings, timeout=1.0)
         if name == "tfserving" and svc is None:

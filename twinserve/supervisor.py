@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from loadtests.resources import group_members
+
 STATE_FILE = "state.json"
 
 
@@ -120,20 +122,6 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def group_members(pgids: list[int]) -> list[int]:
-    """PIDs of the live (non-zombie) processes in the given process groups."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().split(")")[-1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in pgids and fields[0] != "Z":
-                out.append(int(entry.name))
-    return out
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -200,6 +188,16 @@ def ready_when_all(states: Callable[[], dict[str, str]]) -> Callable[[], tuple[b
     def ready() -> tuple[bool, str]:
         current = states()
         return all(s == "READY" for s in current.values()), ", ".join(f"{n} {s}" for n, s in current.items())
+
+    return ready
+
+
+def ready_when_listening(host: str, ports: list[int]) -> Callable[[], tuple[bool, str]]:
+    """A Launch.ready check for a proxy: every port accepts connections (it needs no model loaded)."""
+
+    def ready() -> tuple[bool, str]:
+        waiting = [p for p in ports if not port_in_use(host, p)]
+        return not waiting, "listening" if not waiting else f"waiting for port(s) {', '.join(map(str, waiting))}"
 
     return ready
 

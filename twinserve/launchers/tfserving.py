@@ -6,9 +6,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from services.supervisor import Launch, poll_models, ready_when_all
-from services.tfserving import config
-from twinserve.settings import StackSettings
+from twinserve.supervisor import Launch, poll_models, ready_when_all
+from twinserve.launchers import tfserving_config as config
+from twinserve.settings import ROOT, StackSettings
 
 BINARY = "tensorflow_model_server"
 COMPAT_NAME = "twinserve TF-Serving-compatible server (NOT TensorFlow Serving)"
@@ -73,5 +73,5 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
         },
         implementation=implementation,
         env={"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(settings.tf_threads)},
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
     )

@@ -1,0 +1,56 @@
+"""The gateway's settings (TWINSERVE_GATEWAY_*), read once at start-up. The gateway owns them:
+it imports nothing from the operator layer, so its image carries gateway/ and models/ only."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """The gateway: where the backends are, how to route, and the limits that keep it responsive."""
+
+    model_config = SettingsConfigDict(env_prefix="TWINSERVE_GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1, description="uvicorn worker processes; several share one Prometheus multiprocess directory so `/metrics` counts them all")
+    torchserve_url: str = "http://127.0.0.1:8080"
+    torchserve_management_url: str = "http://127.0.0.1:8081"
+    torchserve_token: str = Field("", description="TorchServe inference key, when its token authorisation is on")
+    torchserve_key_file: str = Field("", description="TorchServe's key_file.json: the gateway reads the inference and management keys from it")
+    tfserving_url: str = "http://127.0.0.1:8501"
+    backends: str = Field("torchserve,tfserving", description="comma-separated backends to enable, from the registry (gateway/backends/); their order is the failover order")
+    routing: Literal["fixed", "weighted", "mirror"] = "fixed"
+    primary: str = Field("torchserve", description="the backend that serves under fixed and mirror routing (one of the enabled backends)")
+    weights: str = Field("torchserve=50,tfserving=50", description="weighted split, e.g. torchserve=90,tfserving=10")
+    failover: bool = Field(True, description="serve from the other stack when the chosen one fails")
+    timeout_s: float = Field(10.0, description="bound on one upstream call, connect included")
+    connect_timeout_s: float = 1.0
+    pool_size: int = Field(128, description="keep-alive connections per backend")
+    max_in_flight: int = Field(256, description="concurrent requests per backend before 429")
+    max_body_bytes: int = Field(4 * 1024 * 1024, description="larger request bodies get 413")
+    breaker_failures: int = Field(5, description="consecutive failures that open a backend's circuit")
+    breaker_cooldown_s: float = Field(5.0, description="how long an open circuit waits before a probe")
+    transport: Literal["aiohttp", "httpx"] = Field("aiohttp", description="httpx transport: aiohttp is cheaper per request")
+    api_keys: str = Field("", description="comma-separated API keys; empty disables key checks")
+    models: str = "digits,tabular,resnet"
+
+    @property
+    def model_list(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def backend_list(self) -> list[str]:
+        return [b.strip() for b in self.backends.split(",") if b.strip()]
+
+    @property
+    def weight_map(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in self.weights.split(","):
+            if part.strip():
+                name, _, value = part.partition("=")
+                out[name.strip()] = float(value)
+        return out

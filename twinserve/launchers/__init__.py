@@ -1,0 +1,1 @@
+"""How twinserve starts each component natively: command, environment, ports, readiness."""
