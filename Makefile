@@ -4,13 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup java export test demo up down status bench compose-smoke clean
+.PHONY: setup java nginx export test demo up down status bench compose-smoke clean
 
-setup: java $(STAMP)
+setup: java nginx $(STAMP)
 
 # TorchServe's frontend needs Java 17 or newer.
 java:
 	@bash services/torchserve/ensure-java.sh
+
+# nginx is the reference proxy `twinserve bench --overhead` reads the gateway against (Debian's nginx-light).
+nginx:
+	@bash loadtests/ensure-nginx.sh
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -33,6 +33,8 @@ ASGIApp = Callable[[dict, Receive, Send], Awaitable[None]]
 Reply = tuple[int, bytes, dict[str, str]]
 JSON = (b"content-type", b"application/json")
 
+# the request headers any route here reads; the others are not decoded
+WANTED = frozenset({b"content-length", b"x-request-id", b"x-backend", b"x-api-key", b"authorization"})
 # liveness and readiness stay open to probes when API keys are on, like /healthz and /readyz
 OPEN_PREFIXES = ("/v2/health/",)
 PROTECTED_PREFIXES = ("/v1/", "/v2")
@@ -87,7 +89,7 @@ class Core:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in WANTED}
         rid = request_id(headers)
         if self.keys and path.startswith(PROTECTED_PREFIXES) and not path.startswith(OPEN_PREFIXES):
             try:

@@ -70,8 +70,12 @@ class DataPlane:
         total = sum(shares) or 1.0
         self.cumulative = list(itertools.accumulate(w / total for w in shares))
         self.background: set[asyncio.Task] = set()
-        for n in backends:
-            metrics.CIRCUIT.labels(n).set(0)
+        # metric children resolved once: a labels() lookup takes a lock and a dict walk per call
+        self.in_flight = {n: metrics.IN_FLIGHT.labels(n) for n in backends}
+        self.circuit_open = {n: metrics.CIRCUIT.labels(n) for n in backends}
+        self.upstream = {(m, n): metrics.UPSTREAM.labels(m, n) for m in self.specs for n in backends}
+        for gauge in self.circuit_open.values():
+            gauge.set(0)
 
     # lookup ------------------------------------------------------------------
     def spec(self, model: str) -> ModelSpec:
@@ -105,7 +109,7 @@ class DataPlane:
                 breaker.probing = False
             metrics.REJECTED.labels("concurrency_limit").inc()
             raise GatewayError(429, "overloaded", f"{name} has {limit.limit} requests in flight; retry shortly", name, {"Retry-After": "1"})
-        gauge = metrics.IN_FLIGHT.labels(name)
+        gauge = self.in_flight[name]
         gauge.inc()
         try:
             result = await op(self.backends[name])
@@ -118,7 +122,7 @@ class DataPlane:
             breaker.failure()
             if breaker.state != before:
                 metrics.CIRCUIT_TRANSITIONS.labels(name, breaker.state).inc()
-            metrics.CIRCUIT.labels(name).set(1 if breaker.state == CircuitBreaker.OPEN else 0)
+            self.circuit_open[name].set(1 if breaker.state == CircuitBreaker.OPEN else 0)
             status = {"timeout": 504, "unavailable": 503}.get(exc.kind, 502)
             raise GatewayError(status, f"backend_{exc.kind}", exc.message, name) from None
         finally:
@@ -127,12 +131,12 @@ class DataPlane:
         if breaker.state != CircuitBreaker.CLOSED:
             metrics.CIRCUIT_TRANSITIONS.labels(name, CircuitBreaker.CLOSED).inc()
         breaker.success()
-        metrics.CIRCUIT.labels(name).set(0)
+        self.circuit_open[name].set(0)
         return result
 
     async def call(self, name: str, inf: Inference, request_id: str) -> UpstreamResult:
         result = await self.guarded(name, lambda b: b.predict(inf.spec.name, inf.body, request_id))
-        metrics.UPSTREAM.labels(inf.spec.name, name).observe(result.seconds)
+        self.upstream[inf.spec.name, name].observe(result.seconds)
         return result
 
     async def with_failover(self, primary: str, model: str, request_id: str, op: Callable[[Backend], Awaitable[T]]) -> tuple[T, str | None]:
@@ -158,7 +162,7 @@ class DataPlane:
 
     async def infer(self, inf: Inference, override: str | None, request_id: str) -> Served:
         result, failed = await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.predict(inf.spec.name, inf.body, request_id))
-        metrics.UPSTREAM.labels(inf.spec.name, result.backend).observe(result.seconds)
+        self.upstream[inf.spec.name, result.backend].observe(result.seconds)
         if failed is None and self.settings.routing == "mirror" and override is None:
             self._mirror(inf, result, request_id)
         return Served(result, failover_from=failed)

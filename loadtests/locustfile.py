@@ -99,3 +99,23 @@ class GatewayExplainTFServing(GatewayExplainTorchServe):
     """Explanation traffic: the SavedModel's explain signature on the TF backend, through the gateway."""
 
     target = "explain-tfserving"
+
+
+class NginxTorchServe(_PredictUser):
+    """The direct TorchServe path through nginx: the reference proxy the gateway's cost is read against."""
+
+    target = "nginx-torchserve"
+
+
+class NginxTFServing(_PredictUser):
+    target = "nginx-tfserving"
+
+
+class FloorTorchServe(_PredictUser):
+    """The direct TorchServe path through the bare-Python proxy (loadtests/floorproxy.py): the Python floor."""
+
+    target = "floor-torchserve"
+
+
+class FloorTFServing(_PredictUser):
+    target = "floor-tfserving"

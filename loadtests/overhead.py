@@ -1,8 +1,9 @@
 """What the gateway costs, and how much of each framework's speed survives serving.
 
 Three measurements, each interleaved so that machine noise hits every target alike:
-- saturation: the same closed-loop locust load direct to each stack and through the gateway
-  (from `bench`), giving the gateway/direct throughput ratio and the gateway's CPU per request;
+- saturation: the same closed-loop locust load direct to each stack, through the gateway and
+  through two reference proxies, nginx and a bare Python proxy (from `bench`), giving the
+  gateway/direct throughput ratio and the gateway's CPU per request beside theirs;
 - added latency under light load: a paced single client alternating direct and gateway
   requests, timed with perf_counter (locust rounds to whole milliseconds, too coarse here);
 - the rows per second each stack served, against the in-process throughput of the same model
@@ -17,7 +18,7 @@ import httpx
 import numpy as np
 
 from loadtests.payloads import bodies
-from loadtests.targets import TARGETS
+from loadtests.targets import STACKS, TARGETS, reference_target
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -62,23 +63,63 @@ def added_latency(urls: dict[str, str], model: str, requests: int = 400, rate: f
     return out
 
 
+def _cpu_us(result: dict | None, role: str) -> float | None:
+    """CPU µs per request of one process (role "stack", "gateway", "nginx" or "floor") in a result row."""
+    ms = (result or {}).get("server", {}).get(role, {}).get("cpu_ms_per_request")
+    return None if ms is None else round(1000 * ms, 1)
+
+
+def _quotient(a: float | None, b: float | None, digits: int = 3) -> float | None:
+    return round(a / b, digits) if a is not None and b else None
+
+
 def saturation_summary(results: list[dict], model: str, instances: int) -> dict:
-    """Gateway/direct throughput ratios and the gateway's CPU per request, from `bench.summarise`."""
+    """Per stack, from `bench.summarise`: the gateway against direct, nginx and the Python floor.
+
+    nginx and the floor (loadtests/floorproxy.py) forward the same direct path under the same load in
+    the same run: on a shared 2-core machine absolute figures drift, so the gateway's cost is read as
+    ratios to them (gateway CPU / nginx CPU per request, gateway/direct throughput).
+    """
     index = {r["target"]: r for r in results if r["model"] == model}
     out = {}
-    for stack in ("torchserve", "tfserving"):
+    for stack in STACKS:
         direct, via = index.get(stack), index.get(f"gateway-{stack}")
         if not direct or not via:
             continue
+        nginx, floor = index.get(reference_target("nginx", stack)), index.get(reference_target("floor", stack))
+        rps = {name: (r["median"]["rps"] if r else None) for name, r in (("direct", direct), ("gateway", via), ("nginx", nginx), ("floor", floor))}
+        cpu = {"gateway": _cpu_us(via, "gateway"), "nginx": _cpu_us(nginx, "nginx"), "floor": _cpu_us(floor, "floor")}
         out[stack] = {
-            "direct_rps": direct["median"]["rps"],
-            "gateway_rps": via["median"]["rps"],
-            "gateway_to_direct": round(via["median"]["rps"] / direct["median"]["rps"], 3) if direct["median"]["rps"] else None,
-            "gateway_cpu_us_per_request": round(1000 * via["server"].get("gateway", {}).get("cpu_ms_per_request", float("nan")), 1),
-            "stack_cpu_us_per_request_direct": round(1000 * direct["server"].get("stack", {}).get("cpu_ms_per_request", float("nan")), 1),
+            "direct_rps": rps["direct"],
+            "gateway_rps": rps["gateway"],
+            "gateway_to_direct": _quotient(rps["gateway"], rps["direct"]),
+            "gateway_cpu_us_per_request": cpu["gateway"],
+            "stack_cpu_us_per_request_direct": _cpu_us(direct, "stack"),
             "served_rows_per_s_direct": round(direct["median"]["rps"] * instances, 1),
+            "nginx_rps": rps["nginx"],
+            "nginx_to_direct": _quotient(rps["nginx"], rps["direct"]),
+            "nginx_cpu_us_per_request": cpu["nginx"],
+            "floor_rps": rps["floor"],
+            "floor_to_direct": _quotient(rps["floor"], rps["direct"]),
+            "floor_cpu_us_per_request": cpu["floor"],
+            "gateway_cpu_over_nginx": _quotient(cpu["gateway"], cpu["nginx"], 2),
+            "gateway_cpu_over_floor": _quotient(cpu["gateway"], cpu["floor"], 2),
         }
     return out
+
+
+def framework_ratio(results: list[dict], model: str) -> dict | None:
+    """TorchServe/TF throughput direct and through the gateway, and how far the gateway moves it.
+
+    A gateway that costs both stacks alike keeps the ratio (gateway_vs_direct near 1): the comparison
+    of the frameworks survives being served through it.
+    """
+    index = {r["target"]: r["median"]["rps"] for r in results if r["model"] == model}
+    direct = _quotient(index.get("torchserve"), index.get("tfserving"))
+    via = _quotient(index.get("gateway-torchserve"), index.get("gateway-tfserving"))
+    if direct is None or via is None:
+        return None
+    return {"direct": direct, "via_gateway": via, "gateway_vs_direct": _quotient(via, direct)}
 
 
 def served_ratio(saturation: dict, inprocess: dict) -> dict:

@@ -13,7 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from loadtests import stats  # noqa: E402
 
-COLOURS = {"torchserve": "#ee4c2c", "tfserving": "#ff8f00", "gateway-torchserve": "#9c2a1c", "gateway-tfserving": "#a65d00"}
+COLOURS = {
+    "torchserve": "#ee4c2c", "tfserving": "#ff8f00", "gateway-torchserve": "#9c2a1c", "gateway-tfserving": "#a65d00",
+    "nginx-torchserve": "#2e7d32", "nginx-tfserving": "#81c784", "floor-torchserve": "#1565c0", "floor-tfserving": "#64b5f6",
+}
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """A figure for a table cell; empty when it was not measured (a target left out of the run)."""
+    return "" if value is None or value != value else format(value, spec)
 
 
 def caveats(summary: dict) -> list[str]:
@@ -26,6 +34,8 @@ def caveats(summary: dict) -> list[str]:
     impl = env.get("tfserving_implementation", "")
     if "compat" in impl.lower() or "not tensorflow serving" in impl.lower():
         out.insert(0, f"The TensorFlow side ran on **{impl}**, because `tensorflow_model_server` was not available. Its figures are the compatible server's, NOT TensorFlow Serving's.")
+    if env.get("reference_proxies"):
+        out.append("The nginx-* and floor-* rows are reference proxies (nginx; a bare Python proxy on uvicorn + aiohttp) forwarding the direct path under the same load in the same run; read the gateway's cost as ratios to them, not as absolute figures.")
     if summary["config"]["profile"] == "closed":
         out.append("Closed loop: each user waits for its answer before sending again, so a slow target receives fewer requests; see the open-loop profile for queueing under a fixed arrival rate.")
     if summary["config"]["profile"] == "open":
@@ -89,12 +99,14 @@ def write_charts(summary: dict, out: Path) -> list[str]:
 
 
 def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "target", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "failures", "stack CPU ms/req", "gateway CPU ms/req", "req/s spread", "p99 spread"]
+    """One row per target; "proxy CPU" is the CPU of whatever stands in front of the stack (gateway, nginx or floor)."""
+    head = ["model", "target", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "failures", "stack CPU ms/req", "proxy CPU ms/req", "req/s spread", "p99 spread"]
     rows = []
     for r in summary["results"]:
         m = r["median"]
         stack_cpu = r["server"].get("stack", {}).get("cpu_ms_per_request")
-        gw_cpu = r["server"].get("gateway", {}).get("cpu_ms_per_request")
+        front = r.get("front", "gateway" if r.get("via_gateway") else None)
+        gw_cpu = r["server"].get(front, {}).get("cpu_ms_per_request") if front else None
         rows.append(
             [
                 r["model"], r["target"], f"{m['rps']:.1f}", f"{m['p50_ms']:g}", f"{m['p90_ms']:g}", f"{m['p95_ms']:g}", f"{m['p99_ms']:g}", f"{m['max_ms']:.1f}",
@@ -120,6 +132,25 @@ def html_table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def reference_section(model: str, o: dict) -> tuple[str, list[str], list[list[str]]]:
+    """The gateway beside nginx and the bare Python proxy, same load, same run: the ratios its goals are stated in."""
+    rows = []
+    for stack, sat in o["saturation"].items():
+        rows.append(
+            [
+                model, stack, fmt(sat["direct_rps"], ".0f"), fmt(sat["gateway_rps"], ".0f"), fmt(sat.get("nginx_rps"), ".0f"), fmt(sat.get("floor_rps"), ".0f"),
+                fmt(sat["gateway_to_direct"], ".2f"),
+                fmt(sat["gateway_cpu_us_per_request"], ".0f"), fmt(sat.get("nginx_cpu_us_per_request"), ".0f"), fmt(sat.get("floor_cpu_us_per_request"), ".0f"),
+                fmt(sat.get("gateway_cpu_over_nginx"), ".1f"), fmt(sat.get("gateway_cpu_over_floor"), ".2f"),
+            ]
+        )
+    head = [
+        "model", "stack", "direct req/s", "gateway req/s", "nginx req/s", "floor req/s", "gateway/direct (goal ≥ 0.8)",
+        "gateway CPU µs/req", "nginx CPU µs/req", "floor CPU µs/req", "gateway/nginx CPU (goal ≤ 4× on tabular)", "gateway/floor CPU",
+    ]
+    return f"Gateway against reference proxies (nginx, bare Python floor) — {model}", head, rows
+
+
 def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out = [("Results (median over repetitions)", *results_table(summary))]
     if summary["ratios"]:
@@ -142,7 +173,7 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             lat, inp = o["added_latency"][stack], o["inprocess"][stack]
             rows.append(
                 [
-                    model, stack, f"{sat['direct_rps']:.0f}", f"{sat['gateway_rps']:.0f}", f"{sat['gateway_to_direct']:.2f}", f"{sat['gateway_cpu_us_per_request']:.0f}",
+                    model, stack, f"{sat['direct_rps']:.0f}", f"{sat['gateway_rps']:.0f}", fmt(sat["gateway_to_direct"], ".2f"), fmt(sat["gateway_cpu_us_per_request"], ".0f"),
                     f"{lat['added_p50_ms']:.3f}", f"{lat['added_p99_ms']:.3f}", f"{inp['rows_per_s']:.0f} ({inp['framework']}, batch {inp['batch']})", f"{o['served_to_inprocess'].get(stack, float('nan')):.3f}",
                 ]
             )
@@ -153,8 +184,19 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 rows,
             )
         )
+        out.append(reference_section(model, o))
+        ratio = o.get("framework_ratio")
+        if ratio:
+            out.append(
+                (
+                    f"TorchServe/TF throughput through the gateway against direct — {model}",
+                    ["model", "TorchServe/TF req/s direct", "TorchServe/TF req/s via gateway", "via gateway / direct (goal within 10% of 1)"],
+                    [[model, fmt(ratio["direct"], ".3f"), fmt(ratio["via_gateway"], ".3f"), fmt(ratio["gateway_vs_direct"], ".3f")]],
+                )
+            )
     env = summary["environment"]
-    out.append(("Environment", ["item", "value"], [[k, str(v)] for k, v in {**env["versions"], **env["machine"], "tfserving_implementation": env["tfserving_implementation"]}.items()]))
+    proxies = {f"reference proxy: {name}": ref["implementation"] for name, ref in env.get("reference_proxies", {}).items()}
+    out.append(("Environment", ["item", "value"], [[k, str(v)] for k, v in {**env["versions"], **env["machine"], "tfserving_implementation": env["tfserving_implementation"], **proxies}.items()]))
     out.append(("Stack configuration (the same for both stacks)", ["setting", "value"], [[k, str(v)] for k, v in summary["stack"].items()]))
     out.append(("Load profile", ["setting", "value"], [[k, str(v)] for k, v in summary["config"].items() if k not in ("urls",)]))
     return out

@@ -1,42 +1,74 @@
-"""The load targets: each stack directly, and the gateway routed to each. One locust user class per target."""
+"""The load targets: each stack directly, through the gateway, and through two reference proxies.
+
+The reference proxies (nginx, and the bare-Python floor of loadtests/floorproxy.py) forward the
+direct path verbatim, so a reference target sends exactly what the direct target sends; only the
+process in front differs. One locust user class per target.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The processes that can stand in front of a stack. Each one's CPU over a run is charged to the
+# target under this name (LocustRun.server[front]), beside the stack's own ("stack").
+FRONTS = ("gateway", "nginx", "floor")
+REFERENCE_FRONTS = ("nginx", "floor")
+STACKS = ("torchserve", "tfserving")
+DIRECT_PATHS = {"torchserve": "/predictions/{model}", "tfserving": "/v1/models/{model}:predict"}
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     user_class: str
-    url_key: str  # which base URL it uses: torchserve, tfserving or gateway
-    stack: str  # which serving stack answers
-    via_gateway: bool
+    url_key: str  # which base URL it uses: torchserve, tfserving, gateway, or the target's own (reference proxies)
+    stack: str  # which serving stack answers ("routed": the gateway's routing policy picks)
+    front: str | None  # the process in front of the stack (one of FRONTS), None when direct
 
     endpoint: str = "predict"  # or "explain" (Integrated Gradients through the gateway)
+
+    @property
+    def via_gateway(self) -> bool:
+        return self.front == "gateway"
 
     def path(self, model: str) -> str:
         if self.endpoint == "explain":
             return f"/v1/models/{model}:explain?backend={self.stack}"
-        if self.url_key == "torchserve":
-            return f"/predictions/{model}"
-        if self.url_key == "tfserving" or self.stack == "routed":
+        if not self.via_gateway:  # direct, or a reference proxy forwarding the direct path verbatim
+            return DIRECT_PATHS[self.stack].format(model=model)
+        if self.stack == "routed":
             return f"/v1/models/{model}:predict"
         return f"/v1/models/{model}:predict?backend={self.stack}"
+
+
+def reference_target(front: str, stack: str) -> str:
+    """The name of the target that loads `stack` through the reference proxy `front`."""
+    return f"{front}-{stack}"
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("torchserve", "TorchServeDirect", "torchserve", "torchserve", False),
-        Target("tfserving", "TFServingDirect", "tfserving", "tfserving", False),
-        Target("gateway-torchserve", "GatewayTorchServe", "gateway", "torchserve", True),
-        Target("gateway-tfserving", "GatewayTFServing", "gateway", "tfserving", True),
-        Target("gateway", "GatewayRouted", "gateway", "routed", True),
-        Target("explain-torchserve", "GatewayExplainTorchServe", "gateway", "torchserve", True, "explain"),
-        Target("explain-tfserving", "GatewayExplainTFServing", "gateway", "tfserving", True, "explain"),
+        Target("torchserve", "TorchServeDirect", "torchserve", "torchserve", None),
+        Target("tfserving", "TFServingDirect", "tfserving", "tfserving", None),
+        Target("gateway-torchserve", "GatewayTorchServe", "gateway", "torchserve", "gateway"),
+        Target("gateway-tfserving", "GatewayTFServing", "gateway", "tfserving", "gateway"),
+        Target("gateway", "GatewayRouted", "gateway", "routed", "gateway"),
+        Target("explain-torchserve", "GatewayExplainTorchServe", "gateway", "torchserve", "gateway", "explain"),
+        Target("explain-tfserving", "GatewayExplainTFServing", "gateway", "tfserving", "gateway", "explain"),
+        Target("nginx-torchserve", "NginxTorchServe", "nginx-torchserve", "torchserve", "nginx"),
+        Target("nginx-tfserving", "NginxTFServing", "nginx-tfserving", "tfserving", "nginx"),
+        Target("floor-torchserve", "FloorTorchServe", "floor-torchserve", "torchserve", "floor"),
+        Target("floor-tfserving", "FloorTFServing", "floor-tfserving", "tfserving", "floor"),
     )
 }
 
 # what `twinserve bench` compares by default: each stack directly and through the gateway
 COMPARISON = ["torchserve", "tfserving", "gateway-torchserve", "gateway-tfserving"]
+
+
+def with_references(targets: list[str]) -> list[str]:
+    """`targets` plus the nginx and floor targets of every stack they load (what `--overhead` runs)."""
+    stacks = [s for s in STACKS if any(TARGETS[t].stack == s for t in targets)]
+    extra = [reference_target(f, s) for f in REFERENCE_FRONTS for s in stacks]
+    return targets + [t for t in extra if t not in targets]

@@ -1,4 +1,4 @@
-"""Helpers for gateway tests: an in-process gateway on a real port, and a backend that never answers."""
+"""Helpers for gateway tests: an in-process gateway on a real port, a backend that never answers, one that answers an error."""
 
 from __future__ import annotations
 
@@ -65,6 +65,38 @@ def hanging_backend() -> Iterator[str]:
         for conn in held:
             conn.close()
         sock.close()
+
+
+@contextmanager
+def answering_backend(status: int, body: bytes) -> Iterator[str]:
+    """A real HTTP server on loopback that answers every request with this status and JSON body:
+    a stack failing in a way the real stacks cannot be made to fail on demand."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def dead_url() -> str:

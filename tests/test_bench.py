@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 
 from loadtests import bench, report
 from loadtests.targets import COMPARISON
-from services.supervisor import Supervisor
+from twinserve.supervisor import Supervisor, group_members
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +117,49 @@ def test_wrong_answers_count_as_failures(tmp_path: Path) -> None:
     assert result["failures"] == result["requests"]
     assert any("probabilities per row" in reason for reason in result["failure_reasons"])
     assert sum(result["failure_reasons"].values()) == result["failures"]  # every failure has its reason
+
+
+def proxy_processes(proxies: dict) -> list[str]:
+    """This run's proxies found by command line, in case one left its group: the floor by its ports,
+    the nginx master by its configuration file (workers retitle themselves; the group check finds them)."""
+    marks = [f"--route={port}=" for port in proxies["floor"]["ports"]] + [proxies["nginx"]["config"]]
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(m in cmd for m in marks):
+            found.append(cmd)
+    return found
+
+
+def test_overhead_bench_reads_the_gateway_against_nginx_and_the_floor(stack, tmp_path: Path) -> None:
+    """`bench --overhead` on the session's stack adds an nginx row and a bare-Python-proxy row, each with
+    its own CPU figure, and neither proxy outlives the bench. Figures are printed, never asserted."""
+    env = {**os.environ, **{f"TWINSERVE_{k.upper()}": str(v) for k, v in stack.model_dump().items()}}
+    out = tmp_path / "report"
+    cmd = [
+        sys.executable, "-m", "twinserve.cli", "bench", "--overhead", "--targets", "tfserving,gateway-tfserving", "--models", "tabular",
+        "--users", "4", "--duration", "4", "--warmup", "0", "--repetitions", "1", "--out", str(out),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["target"]: r for r in summary["results"]}
+    assert set(rows) == {"tfserving", "gateway-tfserving", "nginx-tfserving", "floor-tfserving"}
+    for front in ("nginx", "floor"):
+        row = rows[f"{front}-tfserving"]
+        assert row["front"] == front
+        assert row["requests"] > 0 and row["failures"] == 0, row["failure_reasons"]
+        assert row["server"][front]["cpu_ms_per_request"] > 0
+        assert row["server"]["stack"]["cpu_ms_per_request"] > 0
+    sat = summary["overhead"]["tabular"]["saturation"]["tfserving"]
+    for key in ("nginx_rps", "nginx_cpu_us_per_request", "floor_rps", "floor_cpu_us_per_request", "gateway_cpu_over_nginx", "gateway_to_direct"):
+        assert sat[key] > 0, key
+    assert "gateway CPU / nginx CPU" in proc.stdout
+    assert "| tabular | nginx-tfserving |" in (out / "report.md").read_text()
+    print(next(line for line in proc.stdout.splitlines() if "references:" in line))
+
+    proxies = summary["environment"]["reference_proxies"]
+    assert set(proxies) == {"nginx", "floor"}
+    assert not group_members([p["pgid"] for p in proxies.values()])
+    assert not proxy_processes(proxies)
+    assert not set(proxies) & set(Supervisor(stack.run_dir).load())  # the state file forgot them too

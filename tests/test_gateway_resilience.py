@@ -8,10 +8,8 @@ from pathlib import Path
 
 import httpx
 import orjson
-import pytest
-import respx
-from conftest import free_port, stack_settings
-from gatewayutil import dead_url, hanging_backend, running_gateway
+from conftest import stack_settings
+from gatewayutil import answering_backend, dead_url, hanging_backend, running_gateway
 
 from twinserve.supervisor import Supervisor
 
@@ -102,32 +100,14 @@ def test_concurrency_limit_answers_429_with_retry_after(urls: dict, samples: dic
     assert limited.headers["retry-after"] == "1" and limited.json()["error"]["type"] == "overloaded"
 
 
-@respx.mock
 def test_backend_5xx_is_a_502(samples: dict) -> None:
-    """A stack answering 500 is hard to provoke for real: this one error path is mocked."""
-    import asyncio
-
-    from gateway.backends.tfserving import TFServingBackend
-    from gateway.dataplane import DataPlane, Inference
-    from gateway.errors import GatewayError
-    from models.spec import SPECS
-    from gateway.settings import GatewaySettings
-
-    respx.post("http://tf.test/v1/models/tabular:predict").mock(return_value=httpx.Response(500, json={"error": "boom"}))
-    settings = GatewaySettings(tfserving_url="http://tf.test", primary="tfserving", failover=False, transport="httpx")
-
-    async def run() -> GatewayError:
-        plane = DataPlane(settings, {"tfserving": TFServingBackend(settings)})
-        try:
-            await plane.infer(Inference(SPECS["tabular"], samples["tabular"][0][:1], body(samples), True), None, "rid")
-        except GatewayError as exc:
-            return exc
-        finally:
-            await plane.aclose()
-        raise AssertionError("no error")
-
-    err = asyncio.run(run())
-    assert err.status == 502 and err.backend == "tfserving" and "boom" in err.message
+    """A stack answering 500 is hard to provoke for real: a loopback server plays that stack."""
+    with answering_backend(500, b'{"error": "boom"}') as tf_url:
+        with running_gateway(tfserving_url=tf_url, backends="tfserving", primary="tfserving", failover=False) as g:
+            r = httpx.post(f"{g}/v1/models/tabular:predict", content=body(samples), timeout=30)
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert error["type"] == "backend_bad_gateway" and error["backend"] == "tfserving" and "boom" in error["message"]
 
 
 def test_failover_when_a_stack_stops_mid_run_and_the_breaker_cycles(urls: dict, samples: dict, build_dir: Path, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from gatewayutil import running_gateway
 from loadtests.resources import group_processes
 from twinserve import stack as native
 from twinserve.supervisor import Supervisor
-from gateway.backends.torchserve_keys import read_keys, renew
+from gateway.backends.torchserve_keys import read_keys
+from twinserve.launchers.torchserve import renew
 from twinserve.launchers.torchserve import model_states
 
 

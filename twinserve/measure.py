@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
+import signal
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 from twinserve.console import console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loadtests.targets import COMPARISON, TARGETS
+from loadtests.targets import COMPARISON, STACKS, TARGETS, with_references
 from twinserve.settings import ROOT, StackSettings
 
 DEMO = {"models": ["tabular", "resnet"], "users": 8, "duration": 8, "warmup": 3, "repetitions": 2}
 
 
 def needed_services(targets: list[str]) -> list[str]:
+    """The native services the targets need; the reference proxies are started apart (twinserve/references.py)."""
     out: list[str] = []
     for name in targets:
         t = TARGETS[name]
@@ -45,7 +50,7 @@ def environment(urls: dict[str, str], model: str, native_impl: str | None) -> di
     from loadtests.resources import machine
 
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "torchserve", "tensorflow", "locust", "fastapi", "uvicorn", "httpx"):
+    for dist in ("torch", "torchserve", "tensorflow", "locust", "fastapi", "uvicorn", "httpx", "aiohttp"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -66,10 +71,32 @@ def stack_config(settings: StackSettings, native: bool) -> dict:
     }
 
 
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the bench's `finally` stops what it started."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def bench(args: argparse.Namespace) -> Path:
+    with sigterm_as_exit():
+        return _bench(args)
+
+
+def _bench(args: argparse.Namespace) -> Path:
     from loadtests import bench as runner
     from loadtests import report
-    from twinserve import stack
+    from twinserve import references, stack
     from twinserve.supervisor import Supervisor, SupervisorError
 
     settings = StackSettings(models=",".join(args.models))
@@ -81,12 +108,15 @@ def bench(args: argparse.Namespace) -> Path:
     external = dict(kv.split("=", 1) for kv in args.url or [])
     urls.update(external)
     native = not external
+    # --overhead always measures the gateway beside nginx and the bare-Python floor, in the same run
+    targets = with_references(args.targets) if args.overhead else list(args.targets)
     started: list[str] = []
+    proxies = references.ReferenceProxies()
     out = Path(args.out) if args.out else ROOT / "reports" / time.strftime("%Y%m%d-%H%M%S")
     sup = Supervisor(settings.run_dir)
     try:
         if native:
-            missing = [s for s in needed_services(args.targets) if s not in sup.running()]
+            missing = [s for s in needed_services(targets) if s not in sup.running()]
             if missing:
                 from twinserve.commands import ensure_artifacts
 
@@ -97,8 +127,16 @@ def bench(args: argparse.Namespace) -> Path:
         running = sup.running() if native else {}
         pgids = {name: svc.pgid for name, svc in running.items()}
         native_impl = running["tfserving"].implementation if "tfserving" in running else None
+        fronts = references.fronts_of(targets)
+        if fronts:
+            with console.status(f"starting the reference proxies ({', '.join(fronts)})..."):
+                proxies = references.start(settings, {s: urls[s] for s in STACKS}, fronts, say=console.print)
+            urls.update(proxies.urls)
+            pgids.update(proxies.pgids)
+            for name, info in proxies.info.items():
+                console.print(f"reference proxy {name}: {info['implementation']}; " + ", ".join(info["routes"].values()))
         cfg = runner.BenchConfig(
-            models=args.models, targets=args.targets, urls=urls, out=out, profile=args.profile, users=args.users,
+            models=args.models, targets=targets, urls=urls, out=out, profile=args.profile, users=args.users,
             spawn_rate=args.spawn_rate or float(args.users), duration_s=args.duration, warmup_s=args.warmup,
             repetitions=args.repetitions, rate=args.rate, ramp_users=args.ramp_users, ramp_step_s=args.ramp_step,
             slo_p99_ms=args.slo_p99, instances=args.instances, processes=args.processes,
@@ -108,6 +146,8 @@ def bench(args: argparse.Namespace) -> Path:
             raw = runner.run(cfg, pgids, progress=lambda msg: progress.update(task, description=msg))
         summary = runner.summarise(cfg, raw)
         summary["environment"] = environment(urls, args.models[0], native_impl)
+        if proxies.info:
+            summary["environment"]["reference_proxies"] = proxies.info
         summary["stack"] = stack_config(settings, native)
         summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}
         summary["locust_dir"] = str(out / "locust")
@@ -118,6 +158,7 @@ def bench(args: argparse.Namespace) -> Path:
         console.print(f"[red]bench failed:[/red] {exc}")
         raise SystemExit(1) from None
     finally:
+        references.stop(settings, proxies)
         if started:
             stack.down(settings, started)
     print_summary(summary)
@@ -137,12 +178,18 @@ def measure_overhead(args: argparse.Namespace, settings: StackSettings, urls: di
         with console.status(f"overhead: in-process throughput ({model}, batch {settings.batch_size})..."):
             inprocess = inprocess_throughput(settings.build_dir, model, settings.batch_size)
         saturation = overhead.saturation_summary(summary["results"], model, args.instances)
-        out[model] = {"saturation": saturation, "added_latency": latency, "inprocess": inprocess, "served_to_inprocess": overhead.served_ratio(saturation, inprocess)}
+        out[model] = {
+            "saturation": saturation,
+            "framework_ratio": overhead.framework_ratio(summary["results"], model),
+            "added_latency": latency,
+            "inprocess": inprocess,
+            "served_to_inprocess": overhead.served_ratio(saturation, inprocess),
+        }
     return out
 
 
 def print_summary(summary: dict) -> None:
-    from loadtests.report import results_table
+    from loadtests.report import fmt, results_table
 
     console.print(f"TF backend: [bold]{summary['environment']['tfserving_implementation']}[/bold]")
     head, rows = results_table(summary)
@@ -158,8 +205,19 @@ def print_summary(summary: dict) -> None:
         for stack, sat in o["saturation"].items():
             lat = o["added_latency"][stack]
             console.print(
-                f"{model} {stack}: gateway/direct throughput {sat['gateway_to_direct']:.2f}, gateway CPU {sat['gateway_cpu_us_per_request']:.0f} µs/request, "
+                f"{model} {stack}: gateway/direct throughput {fmt(sat['gateway_to_direct'], '.2f')} (goal ≥ 0.8), gateway CPU {fmt(sat['gateway_cpu_us_per_request'], '.0f')} µs/request, "
                 f"added p50 {lat['added_p50_ms']:.3f} ms, p99 {lat['added_p99_ms']:.3f} ms, served/in-process {o['served_to_inprocess'].get(stack, float('nan')):.3f}"
+            )
+            console.print(
+                f"{model} {stack} references: nginx {fmt(sat['nginx_rps'], '.0f')} req/s at {fmt(sat['nginx_cpu_us_per_request'], '.0f')} µs/request, "
+                f"floor {fmt(sat['floor_rps'], '.0f')} req/s at {fmt(sat['floor_cpu_us_per_request'], '.0f')} µs/request; "
+                f"gateway CPU / nginx CPU {fmt(sat['gateway_cpu_over_nginx'], '.1f')}× (goal ≤ 4× on tabular), gateway CPU / floor CPU {fmt(sat['gateway_cpu_over_floor'], '.2f')}×"
+            )
+        ratio = o.get("framework_ratio")
+        if ratio:
+            console.print(
+                f"{model}: TorchServe/TF throughput {ratio['direct']:.3f} direct, {ratio['via_gateway']:.3f} via gateway: "
+                f"via gateway / direct {ratio['gateway_vs_direct']:.3f} (goal within 10%)"
             )
     for w in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
@@ -248,7 +306,7 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--processes", type=int, default=0, help="run locust distributed: a master and N worker processes")
     p.add_argument("--url", action="append", metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, gateway)")
     p.add_argument("--out", help="report folder (default: reports/<timestamp>)")
-    p.add_argument("--overhead", action="store_true", help="also measure the gateway's cost (added latency, CPU/request) and in-process throughput")
+    p.add_argument("--overhead", action="store_true", help="also measure the gateway's cost (added latency, CPU/request) beside two reference proxies (nginx, a bare Python proxy) and in-process throughput")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

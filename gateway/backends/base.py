@@ -1,8 +1,13 @@
-"""The one interface every backend client implements, and the HTTP plumbing they share.
+"""The one interface every backend adapter implements, and the HTTP plumbing they share.
 
 The data plane speaks TensorFlow Serving's V1 JSON (the gateway's canonical
-body); a client is the only place that knows how its stack wants it sent and
+body); an adapter is the only place that knows how its stack wants it sent and
 how its stack reports model state and errors.
+
+Upstream calls go through one aiohttp session per backend, created in the event loop on first use.
+aiohttp directly, rather than httpx over an aiohttp transport: the httpx layers (Request and
+Response objects, header normalisation, the transport adapter) cost about a quarter of the
+gateway's CPU per proxied request (980-1000 -> 750-780 us, same run, wrk 16 connections, tabular).
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Mapping
 
-import httpx
+import aiohttp
 import numpy as np
+import orjson
+from yarl import URL
 
-from models.spec import ModelSpec
 from gateway.settings import GatewaySettings
+from models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -49,29 +57,16 @@ class BackendError(Exception):
         self.status = status
 
 
-def make_transport(settings: GatewaySettings) -> httpx.AsyncBaseTransport:
-    limits = httpx.Limits(max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size, keepalive_expiry=30)
-    if settings.transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+@dataclass(frozen=True)
+class Answer:
+    """A stack's raw HTTP answer."""
 
-        return AiohttpTransport(limits=limits)
-    return httpx.AsyncHTTPTransport(limits=limits)
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
 
-
-def make_client(settings: GatewaySettings, base_url: str, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-    return httpx.AsyncClient(base_url=base_url, transport=transport or make_transport(settings), timeout=timeout)
-
-
-def refused(exc: BaseException) -> bool:
-    """True when the cause is a refused connection. httpx-aiohttp 0.2 reports a refused
-    connection as ConnectTimeout; the aiohttp error underneath tells the truth."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError) or isinstance(getattr(seen, "os_error", None), ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    def json(self) -> object:
+        return orjson.loads(self.body)
 
 
 REGISTRY: dict[str, type["Backend"]] = {}
@@ -89,22 +84,44 @@ class Backend(ABC):
 
     def __init__(self, settings: GatewaySettings, base_url: str) -> None:
         self.settings = settings
-        # The hot path hands httpx.Requests straight to the transport: the client's per-request URL
-        # merging, cookie jar, auth and redirect handling cost about a third of the gateway's CPU per
-        # request (py-spy, README) and none applies to a proxied call. Other calls use the client.
-        self.transport = make_transport(settings)
-        self.client = make_client(settings, base_url, self.transport)
         self.base_url = base_url.rstrip("/")
-        self._urls: dict[str, httpx.URL] = {}
-        self._timeouts = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s).as_dict()
+        self.session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
         self.headers: dict[str, str] = {"Content-Type": "application/json"}
 
-    def url(self, path: str) -> httpx.URL:
+    def http(self) -> aiohttp.ClientSession:
+        """The backend's keep-alive pool, made on first use (a session belongs to a running loop)."""
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.settings.pool_size, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout_s),
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                auto_decompress=False,
+            )
+        return self.session
+
+    def url(self, path: str) -> URL:
         """Parsed once per path; paths come from the model list, so the cache stays small."""
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = httpx.URL(self.base_url + path)
+            url = self._urls[path] = URL(self.base_url + path)
         return url
+
+    async def call(self, method: str, url: URL | str, body: bytes | None = None, headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Answer:
+        """One bounded HTTP exchange with the stack; a failure to get any answer is a BackendError
+        that says what happened (refused, unreachable, or too slow)."""
+        limit = timeout or self.settings.timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                async with self.http().request(method, url, data=body, headers=headers) as response:
+                    return Answer(response.status, await response.read(), response.headers)
+        except TimeoutError:
+            raise BackendError(self.name, "timeout", f"{self.name} did not answer within {limit:g} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            reason = "connection refused" if isinstance(exc.os_error, ConnectionRefusedError) else (exc.os_error.strerror or type(exc.os_error).__name__)
+            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable ({reason})") from None
+        except aiohttp.ClientError as exc:
+            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable ({type(exc).__name__})") from None
 
     @abstractmethod
     def predict_path(self, model: str) -> str: ...
@@ -113,10 +130,10 @@ class Backend(ABC):
     async def model_state(self, model: str) -> str:
         """READY, or a short reason it is not."""
 
-    def error_message(self, response: httpx.Response) -> str:
-        return response.text[:300]
+    def error_message(self, answer: Answer) -> str:
+        return answer.body[:300].decode("utf-8", "replace")
 
-    def key_refused(self, response: httpx.Response) -> bool:
+    def key_refused(self, answer: Answer) -> bool:
         """The stack refused the gateway's own credentials (not the client's request)."""
         return False
 
@@ -129,29 +146,14 @@ class Backend(ABC):
 
     async def post(self, path: str, body: bytes, request_id: str) -> UpstreamResult:
         """One bounded upstream call; every failure becomes a BackendError that says what happened."""
-        request = httpx.Request("POST", self.url(path), headers={**self.headers, "X-Request-ID": request_id}, content=body, extensions={"timeout": self._timeouts})
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                response = await self.transport.handle_async_request(request)
-                try:
-                    content = await response.aread()
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            raise BackendError(self.name, "timeout", f"{self.name} did not answer within {self.settings.timeout_s:g} s") from None
-        except httpx.TimeoutException as exc:
-            if refused(exc):
-                raise BackendError(self.name, "unavailable", f"{self.name} is unreachable (connection refused)") from None
-            raise BackendError(self.name, "timeout", f"{self.name} did not answer within {self.settings.timeout_s:g} s") from None
-        except httpx.TransportError as exc:
-            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable ({type(exc).__name__})") from None
+        answer = await self.call("POST", self.url(path), body, {**self.headers, "X-Request-ID": request_id})
         seconds = time.perf_counter() - started
-        status = response.status_code
+        status = answer.status
         if status == 200:
-            return UpstreamResult(self.name, content, seconds)
-        message = self.error_message(response)
-        if self.key_refused(response):
+            return UpstreamResult(self.name, answer.body, seconds)
+        message = self.error_message(answer)
+        if self.key_refused(answer):
             raise BackendError(self.name, "bad_gateway", f"{self.name} refused the gateway's key: {message}", 401)
         if status == 429:
             raise BackendError(self.name, "overloaded", f"{self.name} is overloaded: {message}", status)
@@ -160,4 +162,5 @@ class Backend(ABC):
         raise BackendError(self.name, "bad_gateway", f"{self.name} answered {status}: {message}", status)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()

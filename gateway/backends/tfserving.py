@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
+import numpy as np
 import orjson
 
-import numpy as np
-
-from gateway.backends.base import Backend, Explanation, malformed, register
+from gateway.backends.base import Answer, Backend, BackendError, Explanation, malformed, register
 from models import explain as ig
 from models.spec import ModelSpec
 from gateway.settings import GatewaySettings
@@ -38,19 +36,22 @@ class TFServingBackend(Backend):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise malformed(self.name, "explanation") from None
 
-    def error_message(self, response: httpx.Response) -> str:
+    def error_message(self, answer: Answer) -> str:
         try:
-            return str(orjson.loads(response.content).get("error"))[:300]
+            return str(orjson.loads(answer.body).get("error"))[:300]
         except (orjson.JSONDecodeError, AttributeError):
-            return response.text[:300]
+            return super().error_message(answer)
 
     async def model_state(self, model: str) -> str:
         try:
-            r = await self.client.get(f"/v1/models/{model}", timeout=2.0)
-        except httpx.HTTPError as exc:
-            return f"DOWN ({type(exc).__name__})"
-        self.implementation = r.headers.get("x-tf-serving-implementation", "tensorflow_model_server")
-        if r.status_code != 200:
-            return f"NOT LOADED ({r.status_code})"
-        states = [v.get("state") for v in r.json().get("model_version_status", [])]
+            answer = await self.call("GET", self.url(f"/v1/models/{model}"), timeout=2.0)
+        except BackendError as exc:
+            return f"DOWN ({exc.message.removeprefix(self.name + ' ')})"
+        self.implementation = answer.headers.get("x-tf-serving-implementation", "tensorflow_model_server")
+        if answer.status != 200:
+            return f"NOT LOADED ({answer.status})"
+        try:
+            states = [v.get("state") for v in answer.json().get("model_version_status", [])]  # type: ignore[union-attr]
+        except (orjson.JSONDecodeError, AttributeError):
+            return "DOWN (malformed status answer)"
         return "READY" if "AVAILABLE" in states else ",".join(map(str, states)) or "NO VERSION"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import numpy as np
 import orjson
 
-import numpy as np
-
-from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult, make_client, malformed, register
+from gateway.backends.base import Answer, Backend, BackendError, Explanation, UpstreamResult, malformed, register
 from models.spec import ModelSpec
 from gateway.backends.torchserve_keys import KEY_REFUSED, TOKEN_PATH, read_keys
 from gateway.settings import GatewaySettings
@@ -22,7 +20,8 @@ class TorchServeBackend(Backend):
 
     def __init__(self, settings: GatewaySettings) -> None:
         super().__init__(settings, settings.torchserve_url)
-        self.management = make_client(settings, settings.torchserve_management_url)
+        self.management_url = settings.torchserve_management_url.rstrip("/")
+        self.management_headers: dict[str, str] = {}
         self._key_file = settings.torchserve_key_file
         self._refresh_lock = asyncio.Lock()
         # token authorisation left on: send the inference key (given, or read from TorchServe's key file)
@@ -36,10 +35,10 @@ class TorchServeBackend(Backend):
         if "inference" in keys:
             self.headers["Authorization"] = f"Bearer {keys['inference']}"
         if "management" in keys:
-            self.management.headers["Authorization"] = f"Bearer {keys['management']}"
+            self.management_headers["Authorization"] = f"Bearer {keys['management']}"
 
     def _sent(self, kind: str) -> str | None:
-        return (self.headers if kind == "inference" else self.management.headers).get("Authorization")
+        return (self.headers if kind == "inference" else self.management_headers).get("Authorization")
 
     async def post(self, path: str, body: bytes, request_id: str) -> UpstreamResult:
         """A refused key means TorchServe's inference key expired (60 min by default) or was replaced:
@@ -64,8 +63,8 @@ class TorchServeBackend(Backend):
             if f"Bearer {keys.get(kind)}" == rejected and keys.get("API"):
                 # the key on file is the one refused, so it expired: TorchServe writes a new one
                 try:
-                    await self.management.get(TOKEN_PATH, params={"type": kind}, headers={"Authorization": f"Bearer {keys['API']}"})
-                except httpx.HTTPError:
+                    await self.call("GET", f"{self.management_url}{TOKEN_PATH}?type={kind}", headers={"Authorization": f"Bearer {keys['API']}"}, timeout=5.0)
+                except BackendError:
                     return False
                 keys = read_keys(self._key_file)
             self._use_keys(keys)
@@ -83,33 +82,33 @@ class TorchServeBackend(Backend):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise malformed(self.name, "explanation") from None
 
-    def key_refused(self, response: httpx.Response) -> bool:
+    def key_refused(self, answer: Answer) -> bool:
         # TorchServe answers an expired or wrong key with 400 and this type, not 401
-        return response.status_code in (400, 401) and KEY_REFUSED in response.content
+        return answer.status in (400, 401) and KEY_REFUSED in answer.body
 
-    def error_message(self, response: httpx.Response) -> str:
+    def error_message(self, answer: Answer) -> str:
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(answer.body)
         except orjson.JSONDecodeError:
-            return response.text[:300]
+            return super().error_message(answer)
         if isinstance(data, dict):
             return str(data.get("error") or data.get("message") or data)[:300]
         return str(data)[:300]
 
     async def model_state(self, model: str) -> str:
+        url = f"{self.management_url}/models/{model}"
         try:
             sent = self._sent("management")
-            r = await self.management.get(f"/models/{model}", timeout=2.0)
-            if self.key_refused(r) and await self._refresh("management", sent):
-                r = await self.management.get(f"/models/{model}", timeout=2.0)
-        except httpx.HTTPError as exc:
-            return f"DOWN ({type(exc).__name__})"
-        if r.status_code != 200:
-            return f"NOT LOADED ({r.status_code})"
-        workers = r.json()[0].get("workers", [])
+            answer = await self.call("GET", url, headers=self.management_headers, timeout=2.0)
+            if self.key_refused(answer) and await self._refresh("management", sent):
+                answer = await self.call("GET", url, headers=self.management_headers, timeout=2.0)
+        except BackendError as exc:
+            return f"DOWN ({exc.message.removeprefix(self.name + ' ')})"
+        if answer.status != 200:
+            return f"NOT LOADED ({answer.status})"
+        try:
+            workers = answer.json()[0].get("workers", [])  # type: ignore[index]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            return "DOWN (malformed model description)"
         ready = sum(1 for w in workers if w.get("status") == "READY")
         return "READY" if workers and ready == len(workers) else f"{ready}/{len(workers)} workers ready"
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        await self.management.aclose()

@@ -63,7 +63,7 @@ def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None
         ports=[stack.gateway_port],
         ready=ready,
         urls={"api": url, "docs": f"{url}/docs", "metrics": f"{url}/metrics"},
-        implementation=f"FastAPI gateway ({settings.workers} worker(s), {settings.transport} transport, routing {settings.routing})",
+        implementation=f"FastAPI gateway ({settings.workers} worker(s), backends {settings.backends}, routing {settings.routing})",
         env=env,
         cwd=ROOT,
     )

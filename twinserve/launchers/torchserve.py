@@ -5,10 +5,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import httpx
+
 from twinserve.supervisor import Launch, poll_models, ready_when_all
 from twinserve.launchers import torchserve_config as config
-from gateway.backends.torchserve_keys import KEY_FILE, auth_header, renew
+from gateway.backends.torchserve_keys import KEY_FILE, TOKEN_PATH, read_keys
 from twinserve.settings import StackSettings
+
+
+def auth_header(path: str | Path, kind: str) -> dict[str, str]:
+    key = read_keys(path).get(kind)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def renew(management_url: str, path: str | Path, kind: str, timeout: float = 5.0) -> bool:
+    """Ask TorchServe for a new key of this kind (keys expire, 60 min by default); True when it wrote one."""
+    api = read_keys(path).get("API")
+    if not api:
+        return False
+    try:
+        r = httpx.get(f"{management_url}{TOKEN_PATH}", params={"type": kind}, headers={"Authorization": f"Bearer {api}"}, timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200
 
 
 def key_file(settings: StackSettings) -> Path:
