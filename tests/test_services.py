@@ -82,13 +82,6 @@ def test_tf_rest_errors_follow_tf_serving(urls: dict, samples: dict) -> None:
     assert r.status_code == 400 and r.json()["error"].startswith("Malformed request: DELETE")
 
 
-def test_tf_rest_accepts_nan_tokens_like_tf_serving(urls: dict) -> None:
-    row = ", ".join(["NaN"] + ["1.0"] * 29)
-    r = tf_predict(urls, "tabular", f'{{"instances": [[{row}]]}}'.encode())
-    assert r.status_code == 200, r.text  # TF Serving parses the NaN token (TorchServe's handler and the gateway refuse it)
-    assert len(r.json()["predictions"][0]) == 2
-
-
 def test_tf_grpc_predict_metadata_and_status(urls: dict, samples: dict) -> None:
     import grpc
     import tensorflow as tf

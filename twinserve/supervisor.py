@@ -4,12 +4,16 @@ Each service runs in its own session (process group): TorchServe's CLI, its
 Java frontend and its Python workers all share it, so one signal to the group
 stops every one of them and no Java process is left behind. A start that fails
 stops whatever this run had already started.
+
+A service's output (stdout and stderr) goes through a pipe to a small writer
+process in the same group, which caps its log file (twinserve/logcap.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from loadtests.resources import group_members
+from twinserve import logcap
 
 STATE_FILE = "state.json"
 
@@ -40,6 +45,7 @@ class Launch:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     extra: dict = field(default_factory=dict)
+    log_max_mb: float | None = None  # cap of the service's log file; None: TWINSERVE_LOG_MAX_MB
 
 
 @dataclass
@@ -156,6 +162,13 @@ def stop_group(pgid: int, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
+def _drained(pgid: int, timeout: float = 2.0) -> None:
+    """Give a service's log writer, left in its group, time to copy the service's last words."""
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _reap() -> None:
     """Collect exited children of this process, so they do not linger as zombies."""
     try:
@@ -200,6 +213,21 @@ def ready_when_listening(host: str, ports: list[int]) -> Callable[[], tuple[bool
         return not waiting, "listening" if not waiting else f"waiting for port(s) {', '.join(map(str, waiting))}"
 
     return ready
+
+
+def default_log_max_mb() -> float:
+    from twinserve.settings import StackSettings
+
+    return StackSettings().log_max_mb
+
+
+def _resolve(cmd0: str, env: dict[str, str], cwd: Path | None) -> str | None:
+    """The executable the shim will run, checked before starting, so a missing one is a clear
+    `cannot start` message rather than a service exiting with 127."""
+    if os.sep in cmd0:
+        full = Path(cwd or ".") / cmd0
+        return str(full) if os.access(full, os.X_OK) and full.is_file() else None
+    return shutil.which(cmd0, path=env.get("PATH", os.defpath))
 
 
 def tail(path: str | Path, lines: int = 15) -> str:
@@ -263,10 +291,14 @@ class Supervisor:
         try:
             for launch in launches:
                 log_path = log_dir / f"{launch.name}.log"
-                log = open(log_path, "ab")
                 env = {**os.environ, **launch.env}
+                if _resolve(launch.cmd[0], env, launch.cwd) is None:
+                    raise SupervisorError(f"{launch.name}: cannot start {launch.cmd[0]}: not found or not executable")
+                max_mb = launch.log_max_mb if launch.log_max_mb is not None else default_log_max_mb()
+                env[logcap.CAPTURED_CMD] = json.dumps(launch.cmd)
+                log = open(log_path, "ab")  # only the shim's own failures land here directly
                 try:
-                    proc = subprocess.Popen(launch.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=launch.cwd, start_new_session=True)
+                    proc = subprocess.Popen(logcap.command(log_path.resolve(), int(max_mb * 1024 * 1024)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=launch.cwd, start_new_session=True)
                 except OSError as exc:
                     raise SupervisorError(f"{launch.name}: cannot start {launch.cmd[0]}: {exc}") from None
                 finally:
@@ -292,6 +324,7 @@ class Supervisor:
                 proc = procs[name]
                 if proc.poll() is not None:
                     log = self.load().get(name)
+                    _drained(proc.pid)
                     raise SupervisorError(f"{name} exited with code {proc.returncode} while starting; last log lines:\n{tail(log.log) if log else ''}")
                 ok, detail = launch.ready()
                 details[name] = detail

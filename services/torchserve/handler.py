@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -21,6 +22,7 @@ import orjson
 import torch
 
 SIGNATURE = "serving_default"
+log = logging.getLogger(__name__)  # the worker's stdout: TorchServe's MODEL_LOG
 # Integrated Gradients, the same rule as the SavedModel's `explain` signature (models/explain.py;
 # repeated here because a TorchServe archive cannot import the project's packages)
 IG_STEPS = 64
@@ -43,14 +45,35 @@ def load_model(model_dir: str, model_file: str, serialized_file: str) -> torch.n
 
 
 def decode(request: dict) -> Any:
-    """The request's JSON: TorchServe hands it over decoded (JSON content type) or as bytes."""
+    """The request's JSON: TorchServe hands it over decoded (JSON content type, by Python's json) or
+    as bytes. Bytes go to orjson; only when it refuses, to Python's json too, which reads the NaN,
+    Infinity and -Infinity tokens and overflows 1e999 to infinity like TorchServe's own decoding does,
+    so such a body gets the non-finite answer whatever its content type."""
     body = request.get("body") if request.get("body") is not None else request.get("data")
     if isinstance(body, (bytes, bytearray)):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise ValueError(f"request body is not valid JSON: {exc}") from None
+            error = exc
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise ValueError(f"request body is not valid JSON: {error}") from None
     return body
+
+
+def non_finite(where: str, rows: np.ndarray | None = None) -> ValueError:
+    """A 400 naming the non-finite values: which kinds, how many, where the first one is."""
+    found = ""
+    if rows is not None:
+        bad = ~np.isfinite(rows)
+        kinds = [name for name, mask in (("NaN", np.isnan(rows)), ("Infinity", np.isposinf(rows)), ("-Infinity", np.isneginf(rows))) if mask.any()]
+        first = [int(i) for i in np.argwhere(bad)[0]]
+        found = f" (found {', '.join(kinds)}: {int(bad.sum())} value(s), the first in instance {first[0]} at {first[1:]})"
+    return ValueError(
+        f"{where} contains non-finite values, NaN or infinite{found}: every value must be finite "
+        "(NaN, Infinity, -Infinity and numbers beyond float32's range, such as 1e39, are refused)"
+    )
 
 
 def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
@@ -63,9 +86,9 @@ def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
     if ("instances" in body) == ("inputs" in body):
         raise ValueError("request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)")
     if "instances" in body:
-        data, key = body["instances"], "predictions"
+        data, key, where = body["instances"], "predictions", "'instances'"
     else:
-        data, key = body["inputs"], "outputs"
+        data, key, where = body["inputs"], "outputs", "'inputs'"
         if isinstance(data, dict):
             if set(data) != {spec["input_name"]}:
                 raise ValueError(f"'inputs' must name the one input {spec['input_name']!r}, got {sorted(data)}")
@@ -77,8 +100,11 @@ def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
             raise ValueError(f"each instance object must hold the input {spec['input_name']!r}") from None
     shape = tuple(spec["shape"])
     try:
-        rows = np.asarray(data, dtype=np.float32)
-    except (ValueError, TypeError):
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
+            rows = np.asarray(data, dtype=np.float32)
+    except OverflowError:  # an integer too large for any float (JSON allows them)
+        raise non_finite(where) from None
+    except (ValueError, TypeError, RecursionError):
         raise ValueError(f"input must be a rectangular array of numbers of shape [N, {', '.join(map(str, shape))}]") from None
     if rows.ndim == 0 or rows.shape[0] == 0:
         raise ValueError("input batch is empty: send at least one instance")
@@ -87,7 +113,7 @@ def parse_request(body: Any, spec: dict) -> tuple[np.ndarray, str]:
     if rows.shape[0] > spec["max_batch"]:
         raise ValueError(f"batch of {rows.shape[0]} instances exceeds the limit of {spec['max_batch']}")
     if not np.isfinite(rows).all():
-        raise ValueError("input contains NaN or infinite values")
+        raise non_finite(where, rows)
     return rows, key
 
 
@@ -141,6 +167,9 @@ class TwinserveHandler:
         gc.freeze()
 
     def handle(self, data: list[dict], context: Any) -> list[bytes]:
+        """One response per request, in order. Whatever one request brings (bad JSON, non-finite
+        values, a fault in its own explanation) is answered on that request alone: its neighbours in
+        the batch are still served, and the worker never fails the whole batch or restarts for it."""
         responses: list[bytes] = [b""] * len(data)
         parsed: list[tuple[int, np.ndarray, str]] = []
         for idx, request in enumerate(data):
@@ -152,20 +181,39 @@ class TwinserveHandler:
                     responses[idx] = self.explain(body, rows)
                     continue
             except ValueError as exc:
-                context.set_response_status(400, str(exc), idx)
-                responses[idx] = error_body(str(exc))
+                self.fail(context, idx, responses, 400, str(exc))
+                continue
+            except Exception as exc:  # a fault of this request's own work; the traceback goes to the log
+                log.exception("request %d of the batch failed", idx)
+                self.fail(context, idx, responses, 500, f"prediction failed: {type(exc).__name__}")
                 continue
             parsed.append((idx, rows, key))
         if parsed:
-            batch = torch.from_numpy(np.concatenate([rows for _, rows, _ in parsed]))
-            with torch.inference_mode():
-                probs = self.model(batch).numpy()  # type: ignore[misc]
+            try:
+                probs = self.forward(np.concatenate([rows for _, rows, _ in parsed]))
+            except Exception:  # run each request alone, so that only the one at fault fails
+                log.exception("batch forward pass failed; running its %d requests one by one", len(parsed))
+                for idx, rows, key in parsed:
+                    try:
+                        responses[idx] = orjson.dumps({key: self.forward(rows)}, option=orjson.OPT_SERIALIZE_NUMPY)
+                    except Exception as exc:
+                        self.fail(context, idx, responses, 500, f"prediction failed: {type(exc).__name__}")
+                return responses
             start = 0
             for idx, rows, key in parsed:
                 end = start + len(rows)
                 responses[idx] = orjson.dumps({key: probs[start:end]}, option=orjson.OPT_SERIALIZE_NUMPY)
                 start = end
         return responses
+
+    def forward(self, rows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(rows)).numpy()  # type: ignore[misc]
+
+    @staticmethod
+    def fail(context: Any, idx: int, responses: list[bytes], status: int, message: str) -> None:
+        context.set_response_status(status, message, idx)
+        responses[idx] = error_body(message)
 
     def explain(self, body: dict, rows: np.ndarray) -> bytes:
         """Integrated Gradients per row (POST /explanations/<model>); a bad target raises ValueError (400)."""

@@ -72,6 +72,10 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
             "metrics": f"http://{h}:{settings.tfserving_rest_port}/monitoring/prometheus/metrics",
         },
         implementation=implementation,
+        # TensorFlow's info and warning lines off, its errors kept. The CUDA lines a CPU-only machine
+        # prints at start-up are not reachable by any such variable without hiding real errors too:
+        # the compatible server drops exactly those itself (services/tfserving/compat/cuda_noise.py).
         env={"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(settings.tf_threads)},
         cwd=ROOT,
+        log_max_mb=settings.log_max_mb,
     )

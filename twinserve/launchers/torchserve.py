@@ -105,6 +105,7 @@ def launch(settings: StackSettings, run_dir: Path) -> Launch:
         env=env,
         cwd=work,
         extra={"temp_dir": str(tmp)},
+        log_max_mb=settings.log_max_mb,
     )
 
 

@@ -5,6 +5,8 @@ Requests (tasks) queue per signature; a batch closes when it holds
 first task, and runs on one of `num_batch_threads` threads. A task never spans
 two batches here: one larger than the execution size runs alone (TF Serving
 would split it when large-batch splitting is on; the outputs are the same).
+A batch whose run fails is run again task by task, so that a request the model
+refuses fails alone and the others of its batch are still answered.
 """
 
 from __future__ import annotations
@@ -125,23 +127,41 @@ class Batcher:
             loop.create_task(self._run(batch))
 
     async def _run(self, batch: list[_Task]) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            if len(batch) == 1:
-                merged = batch[0].inputs
-            else:
-                merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
-            outputs = await asyncio.get_running_loop().run_in_executor(self.pool, self.call, merged)
-        except Exception as exc:  # the runtime failed: every task of the batch gets the error
-            error = exc if isinstance(exc, ServingError) else ServingError("INTERNAL", f"batch execution failed: {exc}")
-            for t in batch:
-                if not t.future.done():
-                    t.future.set_exception(error)
-            return
+            try:
+                if len(batch) == 1:
+                    merged = batch[0].inputs
+                else:
+                    merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
+                outputs = await loop.run_in_executor(self.pool, self.call, merged)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0], error=exc)
+                    return
+                # one task's values may be what the model refused: run each task alone, so that a
+                # malformed request fails by itself and its neighbours are still served
+                for t in batch:
+                    try:
+                        _settle(t, result=await loop.run_in_executor(self.pool, self.call, t.inputs))
+                    except Exception as single:
+                        _settle(t, error=single)
+                return
         finally:
             self.slots.release()
         start = 0
         for t in batch:
             end = start + t.rows
-            if not t.future.done():
-                t.future.set_result({k: v[start:end] for k, v in outputs.items()})
+            _settle(t, result={k: v[start:end] for k, v in outputs.items()})
             start = end
+
+
+def _settle(task: _Task, result: dict[str, np.ndarray] | None = None, error: BaseException | None = None) -> None:
+    """The task's answer, unless its caller has gone. An error goes to the caller as raised: the
+    engine maps it (the graph's InvalidArgumentError to INVALID_ARGUMENT, anything else to INTERNAL)."""
+    if task.future.done():
+        return
+    if error is not None:
+        task.future.set_exception(error)
+    else:
+        task.future.set_result(result)

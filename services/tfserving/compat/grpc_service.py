@@ -10,6 +10,7 @@ import asyncio
 from concurrent import futures
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -19,6 +20,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from services.tfserving.compat import tensors
 from services.tfserving.compat.engine import Engine
 from services.tfserving.compat.errors import ServingError, invalid
 from services.tfserving.compat.registry import Servable
@@ -43,7 +45,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for key, proto in request.inputs.items():
                 if key not in sig.inputs:
                     raise invalid(f"input tensor alias not found in signature: {key}. Inputs expected to be in the set {{{','.join(sig.inputs)}}}.")
-                inputs[key] = tf.make_ndarray(proto).astype(sig.inputs[key].dtype, copy=False)
+                with np.errstate(over="ignore"):  # beyond the input's float range becomes inf, refused next
+                    inputs[key] = tensors.finite(tf.make_ndarray(proto).astype(sig.inputs[key].dtype, copy=False), f"input '{key}'")
             missing = set(sig.inputs) - set(inputs)
             if missing:
                 raise invalid(f"missing input tensors: {sorted(missing)}")

@@ -23,12 +23,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = flags.parse(argv)
 
-    import tensorflow as tf
+    from services.tfserving.compat.cuda_noise import quiet_cuda_noise
 
-    if args.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    with quiet_cuda_noise():  # the expected CUDA lines of a CPU-only machine; real errors pass
+        import tensorflow as tf
+
+        if args.tensorflow_intra_op_parallelism:
+            tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+        if args.tensorflow_inter_op_parallelism:
+            tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+        tf.config.list_physical_devices()  # the first device listing is where cuInit is tried
 
     import uvicorn
 

@@ -8,29 +8,65 @@ from typing import Any
 import numpy as np
 import orjson
 
-from services.tfserving.compat.errors import invalid
+from services.tfserving.compat.errors import ServingError, invalid
 from services.tfserving.compat.registry import Signature, TensorInfo
 
 
 def loads(body: bytes) -> Any:
-    """orjson first; TF Serving also accepts the NaN/Infinity tokens, which only the stdlib parser reads."""
+    """orjson first (the hot path, unchanged); only when it refuses, the standard library's parser,
+    which reads the tokens TF Serving's REST API accepts for non-finite floats (NaN, Infinity,
+    -Infinity) and overflows 1e999 to infinity: such a body then gets the 400 that names the
+    non-finite values (`finite`), not a parse error."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise invalid(f"JSON Parse error: {exc}") from None
+
+
+def non_finite(where: str, arr: np.ndarray | None = None) -> ServingError:
+    """INVALID_ARGUMENT naming the non-finite values: which kinds, how many, where the first one is."""
+    found = ""
+    if arr is not None:
+        bad = ~np.isfinite(arr)
+        kinds = [name for name, mask in (("NaN", np.isnan(arr)), ("Infinity", np.isposinf(arr)), ("-Infinity", np.isneginf(arr))) if mask.any()]
+        first = [int(i) for i in np.argwhere(bad)[0]] if arr.ndim else []
+        found = f" (found {', '.join(kinds)}: {int(bad.sum())} value(s), the first at {first})"
+    return invalid(
+        f"{where} contains non-finite values, NaN or infinite{found}: every value must be finite "
+        "(NaN, Infinity, -Infinity and numbers beyond the input's float range, such as 1e39 for float32, are refused)"
+    )
+
+
+def finite(arr: np.ndarray, where: str) -> np.ndarray:
+    """Refuse non-finite floats, on REST and gRPC alike, before the request is batched (so it never
+    reaches another request's batch). The real tensorflow_model_server would hand such values to the
+    model; no model served here gives a meaningful answer for them, so twinserve answers
+    400 / INVALID_ARGUMENT instead, as on every other path."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise non_finite(where, arr)
+    return arr
 
 
 def _tensor(value: Any, info: TensorInfo, where: str) -> np.ndarray:
     try:
         arr = np.array(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid(f"{where}: tensor for input '{info.name}' is ragged: every dimension must have a fixed size") from None
+    if arr.dtype.kind == "O" and info.dtype.kind == "f":
+        try:  # integers too large for any float (JSON allows them) are out of range, not malformed
+            np.asarray(value, dtype=np.float64)
+        except OverflowError:
+            raise non_finite(f"{where}: input '{info.name}'") from None
+        except (ValueError, TypeError):
+            pass
     if arr.dtype.kind not in "fiub":
         raise invalid(f"{where}: input '{info.name}' expects {info.dtype.name} values, got {arr.dtype.kind!r}-kind data")
-    arr = arr.astype(info.dtype, copy=False)
+    with np.errstate(over="ignore"):  # beyond the input's float range becomes inf, refused below
+        arr = arr.astype(info.dtype, copy=False)
+    finite(arr, f"{where}: input '{info.name}'")
     expected = info.shape
     if len(expected) != arr.ndim or any(e is not None and e != a for e, a in zip(expected, arr.shape)):
         shown = [-1 if e is None else e for e in expected]
