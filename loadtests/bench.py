@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Callable
 
 from loadtests import stats
-from loadtests.resources import GroupMonitor
+from loadtests.resources import GroupMonitor, TreeMonitor
 from loadtests.targets import FRONTS, TARGETS, Target
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 SATURATION = 0.85  # locust CPU share of one core above which its figures are suspect
+BACKSTOP_S = 60  # locust's own -t, past the locustfile's clock: ends a run whose clock never started
+WINDOW_TOLERANCE = 0.15  # a measured window further than this from the duration asked for is warned about
 
 
 @dataclass
@@ -57,22 +59,52 @@ class LocustRun:
     users: int
     prefix: Path
     figures: stats.RunFigures
-    locust_cpu_share: float  # locust's CPU seconds per wall second
+    locust_cpu_share: float  # CPU seconds per second of locust's busiest process over the counted window
     returncode: int
     server: dict = field(default_factory=dict)  # CPU and memory of "stack" and of the front (gateway, nginx or floor)
     failure_reasons: dict = field(default_factory=dict)
 
 
+@dataclass
+class LocustProcess:
+    """What one locust subprocess left behind, beside its files."""
+
+    returncode: int
+    cpu_share: float  # CPU seconds of the whole process tree per wall second of the whole subprocess
+    stderr_tail: str
+    tree: TreeMonitor  # per-process CPU samples, to read locust's own load over the counted window
+
+
 def run_locust(cfg: BenchConfig, target: Target, model: str, users: int, seconds: int, prefix: Path, rate_per_user: float = 0.0) -> tuple[int, float, str]:
-    """One headless locust subprocess; returns (exit code, locust CPU seconds per wall second, stderr tail)."""
+    """One headless locust subprocess, every request counted (the warm-up; the reliability drills,
+    which account for every request sent); returns (exit code, locust CPU seconds per wall
+    second, stderr tail)."""
+    run = locust_process(cfg, target, model, users, seconds, prefix, rate_per_user)
+    return run.returncode, run.cpu_share, run.stderr_tail
+
+
+def locust_process(cfg: BenchConfig, target: Target, model: str, users: int, seconds: int, prefix: Path, rate_per_user: float = 0.0, count_from_spawned: bool = False) -> LocustProcess:
+    """One headless locust subprocess that loads `target` for `seconds` once every user has spawned.
+
+    The locustfile's own clock (`--seconds-after-spawn`) ends the run, because locust's `-t`
+    fired seconds early: it is armed from a stale gevent loop time after the locustfile import
+    (see loadtests/locustfile.py). `-t` stays only as a backstop, well past the clock.
+    `count_from_spawned` also resets locust's statistics at that moment (`--reset-stats`), so a
+    slow `--spawn-rate` ramp is not counted, as a warm-up is not.
+    """
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    spawn_rate = users if cfg.profile == "ramp" else cfg.spawn_rate  # a ramp step starts its users at once
+    spawning_s = math.ceil(users / spawn_rate) if spawn_rate > 0 else 0
+    backstop = seconds + spawning_s + BACKSTOP_S
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), target.user_class,
-        "--headless", "-u", str(users), "-r", str(users if cfg.profile == "ramp" else cfg.spawn_rate),  # a ramp step starts its users at once
-        "-t", f"{seconds}s", "--host", cfg.urls[target.url_key],
+        "--headless", "-u", str(users), "-r", str(spawn_rate),
+        "-t", f"{backstop}s", "--host", cfg.urls[target.url_key],
         "--csv", str(prefix), "--json-file", str(prefix), "--only-summary", "--stop-timeout", "5",
-        "--loglevel", "WARNING",
+        "--loglevel", "WARNING", "--seconds-after-spawn", str(seconds),
     ]
+    if count_from_spawned:
+        cmd.append("--reset-stats")
     if cfg.processes > 0:
         cmd += ["--processes", str(cfg.processes)]
     env = {
@@ -83,38 +115,57 @@ def run_locust(cfg: BenchConfig, target: Target, model: str, users: int, seconds
     }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeMonitor(proc.pid) as tree:
+        try:
+            _, stderr = proc.communicate(timeout=backstop + 120)
+        except subprocess.TimeoutExpired:  # say so instead of a traceback, and leave nothing running
+            proc.kill()
+            _, stderr = proc.communicate()
+            raise RuntimeError(f"locust against {target.name}/{model} did not finish within {backstop + 120} s and was killed: {(stderr or '').strip()[-500:]}") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return proc.returncode, cpu / max(wall, 1e-9), (proc.stderr or "")[-2000:]
+    return LocustProcess(proc.returncode, cpu / max(wall, 1e-9), (stderr or "")[-2000:], tree)
 
 
 def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: int, seconds: int, tag: str, pgids: dict[str, int], rate_per_user: float = 0.0) -> LocustRun:
-    """One counted locust run, with the CPU of the stack ("stack") and of the process in front of it
-    (keyed by its name: "gateway", "nginx" or "floor") charged to the target's requests."""
+    """One counted locust run, with the CPU of the stack ("stack"; both stacks for the routed gateway
+    target) and of the process in front of it (keyed by its name: "gateway", "nginx" or "floor")
+    charged to the target's requests.
+
+    Requests are counted from the moment every user has spawned, for `seconds`; the CPU figures
+    (the servers', and locust's own) are read over that same window, not over the whole subprocess,
+    whose start-up and shutdown carry no counted request.
+    """
     prefix = cfg.out / "locust" / f"{model}_{target.name}_{tag}"
-    monitors = {"stack": GroupMonitor(pgids.get(target.stack))}
+    monitors = {"stack": GroupMonitor([pgids[s] for s in target.stacks if s in pgids])}
     if target.front:
-        monitors[target.front] = GroupMonitor(pgids.get(target.front))
+        monitors[target.front] = GroupMonitor([pgids[target.front]] if target.front in pgids else [])
     with contextlib.ExitStack() as watching:
         for monitor in monitors.values():
             watching.enter_context(monitor)
-        code, share, err = run_locust(cfg, target, model, users, seconds, prefix, rate_per_user)
+        run = locust_process(cfg, target, model, users, seconds, prefix, rate_per_user, count_from_spawned=True)
     path = Path(f"{prefix}.json")
     if not path.exists():
-        raise RuntimeError(f"locust wrote no statistics for {target.name}/{model} (exit {code}): {err.strip()[-500:]}")
+        raise RuntimeError(f"locust wrote no statistics for {target.name}/{model} (exit {run.returncode}): {run.stderr_tail.strip()[-500:]}")
     figures = stats.figures(path)
+    window = (figures.window_start, figures.window_end) if figures.requests else None
     server: dict = {}
     for role, mon in monitors.items():
-        usage = mon.usage()
+        usage = mon.usage(window)
         if usage is not None:
             server[role] = {
                 "cpu_seconds": usage.cpu_seconds,
                 "cpu_ms_per_request": round(1000 * usage.cpu_seconds / figures.requests, 4) if figures.requests else None,
                 "peak_rss_mb": usage.peak_rss_mb,
             }
-    return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), code, server, stats.failure_reasons(path))
+    share = (run.tree.busiest_share(window) if window else None) or run.cpu_share
+    return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), run.returncode, server, stats.failure_reasons(path))
 
 
 def order(targets: list[str], rep: int) -> list[str]:
@@ -172,9 +223,11 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
                         "cpu_ms_per_request": round(statistics.median(values), 4),
                         "peak_rss_mb": max(r.server[role]["peak_rss_mb"] for r in reps if role in r.server),
                     }
+            window = window_summary(reps, cfg.duration_s)
+            warnings += window_warnings(reps, cfg.duration_s)
             locust_share = max(r.locust_cpu_share for r in reps)
             if locust_share > SATURATION:
-                warnings.append(f"{model} → {name}: the load generator used {locust_share:.0%} of a core; its figures may be capped by locust, not the target (use --processes N)")
+                warnings.append(f"{model} → {name}: the load generator's busiest process used {locust_share:.0%} of a core while requests were counted; its figures may be capped by locust, not the target (use --processes N)")
             failures = sum(f.failures for f in fig)
             reasons: dict[str, int] = {}
             for r in reps:
@@ -196,6 +249,7 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
                     "failure_reasons": reasons,
                     "median": med,
                     "spread": spread,
+                    "window_s": window,
                     "server": server,
                     "locust_cpu_share_max": locust_share,
                 }
@@ -206,11 +260,29 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
             steps = [r for r in raw["ramp"] if r.model == model and r.target == name]
             if not steps:
                 continue
-            points = [{"users": r.users, "rps": r.figures.rps, "p50_ms": r.figures.p50_ms, "p99_ms": r.figures.p99_ms, "failures": r.figures.failures} for r in steps]
+            warnings += window_warnings(steps, cfg.ramp_step_s)
+            points = [{"users": r.users, "rps": r.figures.rps, "p50_ms": r.figures.p50_ms, "p99_ms": r.figures.p99_ms, "failures": r.figures.failures, "window_s": r.figures.window_s} for r in steps]
             ok = [p for p in points if p["p99_ms"] <= cfg.slo_p99_ms and p["failures"] == 0]
             best = max(ok, key=lambda p: p["rps"]) if ok else None
             ramp.append({"model": model, "target": name, "slo_p99_ms": cfg.slo_p99_ms, "points": points, "best": best})
     return {"results": results, "ramp": ramp, "ratios": ratios(results), "warnings": warnings}
+
+
+def window_summary(runs: list[LocustRun], asked_s: int) -> dict:
+    """The windows locust counted over (first to last request) beside the duration asked for."""
+    windows = [r.figures.window_s for r in runs]
+    return {"asked": asked_s, "min": min(windows), "median": round(statistics.median(windows), 3), "max": max(windows)}
+
+
+def window_warnings(runs: list[LocustRun], asked_s: int) -> list[str]:
+    """A run whose counted window strays from the duration asked for: its req/s and percentiles
+    describe a different load than the other runs' (a stalled target, a clock that never started)."""
+    out = []
+    for r in runs:
+        w = r.figures.window_s
+        if r.figures.requests and abs(w - asked_s) > WINDOW_TOLERANCE * asked_s:
+            out.append(f"{r.model} → {r.target} ({r.prefix.name}): locust counted {w:.2f} s of requests, not the {asked_s} s asked for")
+    return out
 
 
 def ratios(results: list[dict]) -> list[dict]:

@@ -18,41 +18,67 @@ import httpx
 import numpy as np
 
 from loadtests.payloads import bodies
-from loadtests.targets import STACKS, TARGETS, reference_target
+from loadtests.targets import STACKS, TARGETS, Target, reference_target
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q * 100)) if values else 0.0
 
 
-def added_latency(urls: dict[str, str], model: str, requests: int = 400, rate: float = 50.0) -> dict:
-    """Paced requests (no queue forms), alternating direct and via-gateway for each stack."""
+def _probe(client: httpx.Client, url: str, body: bytes) -> str | None:
+    """None when `url` answers 200, else why not, in words a user can act on."""
+    try:
+        r = client.post(url, content=body)
+    except httpx.HTTPError as exc:
+        return f"nothing answered at {url} ({type(exc).__name__}: {exc})"
+    return None if r.status_code == 200 else f"{url} answered HTTP {r.status_code}: {r.text[:200]}"
+
+
+def added_latency(urls: dict[str, str], model: str, stacks: tuple[str, ...] | list[str] = STACKS, requests: int = 400, rate: float = 50.0) -> dict:
+    """Paced requests (no queue forms), alternating direct and via-gateway for each of `stacks`.
+
+    A stack whose direct path or gateway path does not answer is skipped, with the reason under
+    "skipped", instead of ending the whole bench in a connection error after its load runs are done.
+    """
     body = bodies(model, 1, count=1)[0]
-    pairs = {stack: (TARGETS[stack], TARGETS[f"gateway-{stack}"]) for stack in ("torchserve", "tfserving")}
-    times: dict[str, list[float]] = {name: [] for pair in pairs.values() for name in (pair[0].name, pair[1].name)}
     headers = {"Content-Type": "application/json"}
+    out: dict[str, dict] = {}
+    pairs: dict[str, tuple[Target, Target]] = {}
     with httpx.Client(timeout=10, headers=headers) as client:
+        for stack in stacks:
+            pair = (TARGETS[stack], TARGETS[f"gateway-{stack}"])
+            problems = [p for p in (_probe(client, urls[t.url_key] + t.path(model), body) for t in pair) if p]  # also warms the connections
+            if problems:
+                out[stack] = {"skipped": "; ".join(problems)}
+            else:
+                pairs[stack] = pair
+        times: dict[str, list[float]] = {t.name: [] for pair in pairs.values() for t in pair}
+        errors: dict[str, int] = {name: 0 for name in times}
         order = [t for pair in pairs.values() for t in pair]
-        for t in order:  # warm the connections
-            client.post(urls[t.url_key] + t.path(model), content=body)
         interval = 1.0 / rate
         next_at = time.perf_counter()
-        for i in range(requests):
+        for i in range(requests if order else 0):
             t = order[i % len(order)]
             now = time.perf_counter()
             if next_at > now:
                 time.sleep(next_at - now)
             next_at += interval
             started = time.perf_counter()
-            r = client.post(urls[t.url_key] + t.path(model), content=body)
+            try:
+                r = client.post(urls[t.url_key] + t.path(model), content=body)
+            except httpx.HTTPError:
+                errors[t.name] += 1
+                continue
             elapsed = time.perf_counter() - started
             if r.status_code == 200:
                 times[t.name].append(elapsed * 1000)
-    out = {}
+            else:
+                errors[t.name] += 1
     for stack, (direct, via) in pairs.items():
         d, g = times[direct.name], times[via.name]
         out[stack] = {
             "requests_each": min(len(d), len(g)),
+            "errors": errors[direct.name] + errors[via.name],
             "direct_p50_ms": round(percentile(d, 0.5), 3),
             "gateway_p50_ms": round(percentile(g, 0.5), 3),
             "added_p50_ms": round(percentile(g, 0.5) - percentile(d, 0.5), 3),

@@ -24,11 +24,35 @@ def fmt(value: float | None, spec: str) -> str:
     return "" if value is None or value != value else format(value, spec)
 
 
+def warmup_note(config: dict) -> str:
+    warmup = config["warmup_s"]
+    return f"Each target had a {warmup} s warm-up that is not counted" if warmup > 0 else "No warm-up (--warmup 0)"
+
+
+def window_note(summary: dict) -> str:
+    """Where the run's duration is described: what was asked for, and the windows locust actually counted."""
+    config = summary["config"]
+    if config["profile"] == "ramp":
+        asked = config["ramp_step_s"]
+        windows = [p["window_s"] for r in summary["ramp"] for p in r["points"] if "window_s" in p]
+        what = f"Each ramp step asked for {asked} s of load"
+    else:
+        asked = config["duration_s"]
+        windows = [w for r in summary["results"] for w in (r["window_s"]["min"], r["window_s"]["max"]) if "window_s" in r]
+        what = f"Each measured run asked for {asked} s of load"
+    measured = f"{min(windows):.2f}–{max(windows):.2f} s" if windows else "not recorded"
+    return (
+        f"{what}, counted from the moment every user had spawned; the windows locust actually counted "
+        f"(first to last request, from its JSON; per run in summary.json) were {measured}."
+    )
+
+
 def caveats(summary: dict) -> list[str]:
     env = summary["environment"]
     out = [
         f"Load generator and servers share one machine ({env['machine']['cpu_count']} CPUs): absolute figures are lower than on dedicated hosts; compare ratios measured in the same run.",
-        f"Each target had a {summary['config']['warmup_s']} s warm-up that is not counted, and {summary['config']['repetitions']} repetitions with the target order rotated; medians are reported with their min–max spread.",
+        f"{warmup_note(summary['config'])}, and {summary['config']['repetitions']} repetitions with the target order rotated; medians are reported with their min–max spread.",
+        window_note(summary),
         "Latency is measured by locust at the client, rounded by locust to whole milliseconds below 100 ms.",
     ]
     impl = env.get("tfserving_implementation", "")
@@ -100,7 +124,7 @@ def write_charts(summary: dict, out: Path) -> list[str]:
 
 def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """One row per target; "proxy CPU" is the CPU of whatever stands in front of the stack (gateway, nginx or floor)."""
-    head = ["model", "target", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "failures", "stack CPU ms/req", "proxy CPU ms/req", "req/s spread", "p99 spread"]
+    head = ["model", "target", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "failures", "stack CPU ms/req", "proxy CPU ms/req", "req/s spread", "p99 spread", "window s (measured)"]
     rows = []
     for r in summary["results"]:
         m = r["median"]
@@ -115,9 +139,18 @@ def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
                 "" if gw_cpu is None else f"{gw_cpu:.3f}",
                 f"{r['spread']['rps'][0]:.0f}–{r['spread']['rps'][1]:.0f}",
                 f"{r['spread']['p99_ms'][0]:g}–{r['spread']['p99_ms'][1]:g}",
+                window_cell(r.get("window_s")),
             ]
         )
     return head, rows
+
+
+def window_cell(window: dict | None) -> str:
+    """The counted windows of a target's runs, beside the duration asked for: "3.98–4.01 of 4"."""
+    if not window:
+        return ""
+    span = f"{window['min']:.2f}" if window["min"] == window["max"] else f"{window['min']:.2f}–{window['max']:.2f}"
+    return f"{span} of {window['asked']}"
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -165,16 +198,18 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = []
         for r in summary["ramp"]:
             best = r["best"]
-            rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {best['p99_ms']:g} ms)"])
-        out.append(("Step ramp: highest throughput meeting the p99 objective", ["model", "target", "p99 objective ms", "best"], rows))
+            windows = [p["window_s"] for p in r["points"] if "window_s" in p]
+            span = f"{min(windows):.2f}–{max(windows):.2f} of {summary['config']['ramp_step_s']}" if windows else ""
+            rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {best['p99_ms']:g} ms)", span])
+        out.append(("Step ramp: highest throughput meeting the p99 objective", ["model", "target", "p99 objective ms", "best", "step window s (measured)"], rows))
     for model, o in summary.get("overhead", {}).items():
         rows = []
         for stack, sat in o["saturation"].items():
-            lat, inp = o["added_latency"][stack], o["inprocess"][stack]
+            lat, inp = o["added_latency"].get(stack, {}), o["inprocess"][stack]
             rows.append(
                 [
                     model, stack, f"{sat['direct_rps']:.0f}", f"{sat['gateway_rps']:.0f}", fmt(sat["gateway_to_direct"], ".2f"), fmt(sat["gateway_cpu_us_per_request"], ".0f"),
-                    f"{lat['added_p50_ms']:.3f}", f"{lat['added_p99_ms']:.3f}", f"{inp['rows_per_s']:.0f} ({inp['framework']}, batch {inp['batch']})", f"{o['served_to_inprocess'].get(stack, float('nan')):.3f}",
+                    fmt(lat.get("added_p50_ms"), ".3f") or "skipped", fmt(lat.get("added_p99_ms"), ".3f") or "skipped", f"{inp['rows_per_s']:.0f} ({inp['framework']}, batch {inp['batch']})", f"{o['served_to_inprocess'].get(stack, float('nan')):.3f}",
                 ]
             )
         out.append(

@@ -18,9 +18,15 @@ PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 
 @dataclass
 class RunFigures:
+    """One run's figures. The window is what locust actually counted: from its statistics' start
+    (the first request, or the reset once every user had spawned) to the last request logged,
+    both as Unix times; req/s is taken over it."""
+
     requests: int
     failures: int
-    seconds: float
+    window_s: float
+    window_start: float
+    window_end: float
     rps: float
     mean_ms: float
     p50_ms: float
@@ -58,16 +64,19 @@ def merge_entries(entries: list[dict]) -> dict:
 def figures(json_path: Path) -> RunFigures:
     entries = json.loads(Path(json_path).read_text())
     if not entries:
-        return RunFigures(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return RunFigures(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     e = merge_entries(entries)
     n = e["num_requests"]
     times = {int(float(k)): v for k, v in e["response_times"].items()}
-    seconds = max(1e-9, (e["last_request_timestamp"] or e["start_time"]) - e["start_time"])
+    end = e["last_request_timestamp"] or e["start_time"]
+    seconds = max(1e-9, end - e["start_time"])
     pct = {k: float(calculate_response_time_percentile(times, n, p)) if n else 0.0 for k, p in PERCENTILES.items()}
     return RunFigures(
         requests=n,
         failures=e["num_failures"],
-        seconds=round(seconds, 3),
+        window_s=round(seconds, 3),
+        window_start=round(e["start_time"], 3),
+        window_end=round(end, 3),
         rps=round(n / seconds, 2) if n else 0.0,
         mean_ms=round(e["total_response_time"] / n, 3) if n else 0.0,
         p50_ms=pct["p50"],

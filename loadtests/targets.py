@@ -28,6 +28,11 @@ class Target:
     endpoint: str = "predict"  # or "explain" (Integrated Gradients through the gateway)
 
     @property
+    def stacks(self) -> tuple[str, ...]:
+        """The serving stacks this target needs running: the routed gateway may send to either."""
+        return STACKS if self.stack == "routed" else (self.stack,)
+
+    @property
     def via_gateway(self) -> bool:
         return self.front == "gateway"
 
@@ -68,7 +73,14 @@ COMPARISON = ["torchserve", "tfserving", "gateway-torchserve", "gateway-tfservin
 
 
 def with_references(targets: list[str]) -> list[str]:
-    """`targets` plus the nginx and floor targets of every stack they load (what `--overhead` runs)."""
-    stacks = [s for s in STACKS if any(TARGETS[t].stack == s for t in targets)]
-    extra = [reference_target(f, s) for f in REFERENCE_FRONTS for s in stacks]
-    return targets + [t for t in extra if t not in targets]
+    """What `--overhead` runs: `targets`, then for every stack they load (both for the routed
+    gateway) its direct target, its gateway target, and its nginx and floor targets.
+
+    The gateway's cost is read as ratios of these rows, measured in the same run, so a run that
+    lacked the direct or the gateway row (`--targets tfserving --overhead`) had nothing to read it
+    against, and its added-latency probe then called a gateway that nobody had started.
+    """
+    stacks = [s for s in STACKS if any(s in TARGETS[t].stacks for t in targets)]
+    extra = [name for s in stacks for name in (s, f"gateway-{s}")]
+    extra += [reference_target(f, s) for f in REFERENCE_FRONTS for s in stacks]
+    return targets + [t for t in dict.fromkeys(extra) if t not in targets]

@@ -13,9 +13,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtests import bench, report
-from loadtests.targets import COMPARISON
-from twinserve.supervisor import Supervisor, group_members
+from loadtests import bench, overhead, report
+from loadtests.targets import COMPARISON, with_references
+from twinserve.measure import needed_services
+from twinserve.supervisor import Supervisor, free_port, group_members
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,24 @@ def test_report_figures_agree_with_locust_json(short_bench: tuple[dict, Path]) -
     assert {r["path"] for r in summary["ratios"]} == {"direct", "via gateway"}
 
 
+def test_measured_window_is_the_duration_asked_for(short_bench: tuple[dict, Path]) -> None:
+    """Each run counts `duration_s` of requests, as recorded in summary.json, not the shorter span
+    locust's `-t` gave (it fired early by the locustfile's import time: 1.7-1.9 s of a 4 s run)."""
+    summary, out = short_bench
+    asked = summary["config"]["duration_s"]
+    for result in summary["results"]:
+        assert result["window_s"]["asked"] == asked
+        for rep_index, rep in enumerate(result["repetitions"], start=1):
+            assert 0.85 * asked <= rep["window_s"] <= asked + 1.0, (result["target"], rep["window_s"])
+            (entry,) = json.loads((out / "locust" / f"tabular_{result['target']}_rep{rep_index}.json").read_text())
+            assert rep["window_start"] == pytest.approx(entry["start_time"], abs=1e-3)
+            assert rep["window_end"] == pytest.approx(entry["last_request_timestamp"], abs=1e-3)
+    (warmup,) = json.loads((out / "locust" / "warmup" / "tabular_tfserving.json").read_text())
+    assert warmup["last_request_timestamp"] - warmup["start_time"] >= 0.85 * summary["config"]["warmup_s"]
+    assert f"Each measured run asked for {asked} s of load" in (out / "report.md").read_text()
+    assert not [w for w in summary["warnings"] if "counted" in w and "not the" in w]
+
+
 def test_report_files_hold_tables_and_charts(short_bench: tuple[dict, Path]) -> None:
     summary, out = short_bench
     md = (out / "report.md").read_text()
@@ -100,6 +119,38 @@ class WrongAnswers(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def test_the_routed_gateway_starts_both_stacks_behind_it() -> None:
+    """The `gateway` target's stack is "routed" (its policy picks a backend): it needs both stacks, not a
+    service called "routed", which left the gateway started with no backend."""
+    assert needed_services(["gateway"]) == ["torchserve", "tfserving", "gateway"]
+    assert needed_services(["gateway-tfserving", "tfserving"]) == ["tfserving", "gateway"]
+    assert bench.TARGETS["gateway"].stacks == ("torchserve", "tfserving")  # whose CPU the run is charged
+
+
+def test_overhead_without_a_gateway_target_starts_the_gateway_and_skips_what_does_not_answer(urls: dict) -> None:
+    """`--overhead --targets tfserving`: the run gains the gateway row (so the gateway is started) and no
+    stack it does not load; the added-latency probe skips, with its reason, a path that does not answer."""
+    targets = with_references(["tfserving"])
+    assert targets == ["tfserving", "gateway-tfserving", "nginx-tfserving", "floor-tfserving"]
+    assert needed_services(targets) == ["tfserving", "gateway"]
+    dead = f"http://127.0.0.1:{free_port()}"
+    latency = overhead.added_latency({"tfserving": urls["tfserving"], "gateway": dead}, "tabular", ["tfserving"], requests=4)
+    assert set(latency) == {"tfserving"}
+    assert dead in latency["tfserving"]["skipped"] and "ConnectError" in latency["tfserving"]["skipped"]
+
+
+def test_bench_refuses_what_does_not_answer_and_bad_options(tmp_path: Path) -> None:
+    """A target nobody serves is one clear line before any load, not a run of connection failures or a
+    traceback; `--duration 0` is refused by the parser instead of starting locust without a clock."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "twinserve.cli", "bench", "--targets", "tfserving", "--url", f"tfserving={dead}", "--models", "tabular", "--duration", "2", "--warmup", "0", "--repetitions", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "nothing answers for tfserving" in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = subprocess.run([*cmd, "--duration", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--duration" in proc.stderr
 
 
 def test_wrong_answers_count_as_failures(tmp_path: Path) -> None:
@@ -137,14 +188,17 @@ def test_overhead_bench_reads_the_gateway_against_nginx_and_the_floor(stack, tmp
     env = {**os.environ, **{f"TWINSERVE_{k.upper()}": str(v) for k, v in stack.model_dump().items()}}
     out = tmp_path / "report"
     cmd = [
-        sys.executable, "-m", "twinserve.cli", "bench", "--overhead", "--targets", "tfserving,gateway-tfserving", "--models", "tabular",
+        sys.executable, "-m", "twinserve.cli", "bench", "--overhead", "--targets", "tfserving", "--models", "tabular",
         "--users", "4", "--duration", "4", "--warmup", "0", "--repetitions", "1", "--out", str(out),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "--overhead: also running gateway-tfserving" in proc.stdout  # no gateway target asked for: it is added
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["target"]: r for r in summary["results"]}
     assert set(rows) == {"tfserving", "gateway-tfserving", "nginx-tfserving", "floor-tfserving"}
+    assert all(0.85 * 4 <= r["window_s"]["min"] for r in rows.values()), {t: r["window_s"] for t, r in rows.items()}
+    assert set(summary["overhead"]["tabular"]["added_latency"]) == {"tfserving"}  # only the stack the run loaded
     for front in ("nginx", "floor"):
         row = rows[f"{front}-tfserving"]
         assert row["front"] == front

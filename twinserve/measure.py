@@ -24,14 +24,37 @@ DEMO = {"models": ["tabular", "resnet"], "users": 8, "duration": 8, "warmup": 3,
 
 
 def needed_services(targets: list[str]) -> list[str]:
-    """The native services the targets need; the reference proxies are started apart (twinserve/references.py)."""
+    """The native services the targets need; the reference proxies are started apart (twinserve/references.py).
+
+    A target's stacks, not its `stack` field: the routed `gateway` target's stack is "routed" (its
+    routing policy picks), which names no service, so the gateway used to start with no backend.
+    """
     out: list[str] = []
     for name in targets:
         t = TARGETS[name]
-        for svc in (t.stack, "gateway") if t.via_gateway else (t.stack,):
+        for svc in (*t.stacks, "gateway") if t.via_gateway else t.stacks:
             if svc not in out:
                 out.append(svc)
     return out
+
+
+def unreachable(urls: dict[str, str], targets: list[str], timeout: float = 3.0) -> list[str]:
+    """The targets whose base URL does not answer at all (any HTTP status counts as an answer).
+
+    Checked before any load: an external stack given only in part (`--url gateway=...` with the
+    default targets, whose direct rows then point at local ports nobody serves) otherwise ran
+    every repetition against a closed port and reported rows of connection failures.
+    """
+    down: dict[str, bool] = {}
+    for url in dict.fromkeys(urls[TARGETS[t].url_key] for t in targets):
+        try:
+            httpx.get(url + "/", timeout=timeout)
+            down[url] = False
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            down[url] = True
+        except httpx.HTTPError:  # it accepted the connection: something is there, let the load say the rest
+            down[url] = False
+    return [f"{t} ({urls[TARGETS[t].url_key]})" for t in targets if down[urls[TARGETS[t].url_key]]]
 
 
 def tf_implementation(url: str, model: str, native: str | None) -> str:
@@ -110,6 +133,9 @@ def _bench(args: argparse.Namespace) -> Path:
     native = not external
     # --overhead always measures the gateway beside nginx and the bare-Python floor, in the same run
     targets = with_references(args.targets) if args.overhead else list(args.targets)
+    added = [t for t in targets if t not in args.targets]
+    if added:
+        console.print(f"--overhead: also running {', '.join(added)} (the gateway's cost is read against the direct, nginx and floor rows of each stack, in the same run)")
     started: list[str] = []
     proxies = references.ReferenceProxies()
     out = Path(args.out) if args.out else ROOT / "reports" / time.strftime("%Y%m%d-%H%M%S")
@@ -135,6 +161,9 @@ def _bench(args: argparse.Namespace) -> Path:
             pgids.update(proxies.pgids)
             for name, info in proxies.info.items():
                 console.print(f"reference proxy {name}: {info['implementation']}; " + ", ".join(info["routes"].values()))
+        down = unreachable(urls, targets)
+        if down:
+            raise RuntimeError(f"nothing answers for {', '.join(down)}: start it (`twinserve up`), pass its address with --url NAME=URL, or leave it out of --targets")
         cfg = runner.BenchConfig(
             models=args.models, targets=targets, urls=urls, out=out, profile=args.profile, users=args.users,
             spawn_rate=args.spawn_rate or float(args.users), duration_s=args.duration, warmup_s=args.warmup,
@@ -152,7 +181,7 @@ def _bench(args: argparse.Namespace) -> Path:
         summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}
         summary["locust_dir"] = str(out / "locust")
         if args.overhead:
-            summary["overhead"] = measure_overhead(args, settings, urls, summary)
+            summary["overhead"] = measure_overhead(args, settings, urls, summary, targets)
         paths = report.write(summary, out)
     except (SupervisorError, FileNotFoundError, RuntimeError) as exc:
         console.print(f"[red]bench failed:[/red] {exc}")
@@ -166,15 +195,25 @@ def _bench(args: argparse.Namespace) -> Path:
     return out
 
 
-def measure_overhead(args: argparse.Namespace, settings: StackSettings, urls: dict[str, str], summary: dict) -> dict:
-    """The gateway's cost and the served/in-process ratios, for each model of the run."""
+def measure_overhead(args: argparse.Namespace, settings: StackSettings, urls: dict[str, str], summary: dict, targets: list[str]) -> dict:
+    """The gateway's cost and the served/in-process ratios, for each model of the run.
+
+    The added-latency probe covers only the stacks the run loaded (the others may not be running);
+    a stack whose direct or gateway path does not answer is skipped with its reason, as a warning.
+    """
     from loadtests import overhead
     from models.inprocess import inprocess_throughput
 
+    stacks = [s for s in STACKS if any(s in TARGETS[t].stacks for t in targets)]
     out: dict = {}
     for model in args.models:
         with console.status(f"overhead: added latency under light load ({model})..."):
-            latency = overhead.added_latency(urls, model)
+            latency = overhead.added_latency(urls, model, stacks)
+        for stack, lat in latency.items():
+            if "skipped" in lat:
+                note = f"{model} {stack}: added latency not measured: {lat['skipped']}"
+                console.print(f"[yellow]overhead:[/yellow] {note}")
+                summary["warnings"].append(note)
         with console.status(f"overhead: in-process throughput ({model}, batch {settings.batch_size})..."):
             inprocess = inprocess_throughput(settings.build_dir, model, settings.batch_size)
         saturation = overhead.saturation_summary(summary["results"], model, args.instances)
@@ -203,10 +242,11 @@ def print_summary(summary: dict) -> None:
         console.print(f"{r['model']} {r['path']}: TorchServe/TF req/s ratio {r['rps_ratio']:.2f}, p99 ratio {r['p99_ratio']:.2f}")
     for model, o in summary.get("overhead", {}).items():
         for stack, sat in o["saturation"].items():
-            lat = o["added_latency"][stack]
+            lat = o["added_latency"].get(stack, {})
+            added = f"added p50 {lat['added_p50_ms']:.3f} ms, p99 {lat['added_p99_ms']:.3f} ms" if "added_p50_ms" in lat else "added latency not measured"
             console.print(
                 f"{model} {stack}: gateway/direct throughput {fmt(sat['gateway_to_direct'], '.2f')} (goal ≥ 0.8), gateway CPU {fmt(sat['gateway_cpu_us_per_request'], '.0f')} µs/request, "
-                f"added p50 {lat['added_p50_ms']:.3f} ms, p99 {lat['added_p99_ms']:.3f} ms, served/in-process {o['served_to_inprocess'].get(stack, float('nan')):.3f}"
+                f"{added}, served/in-process {o['served_to_inprocess'].get(stack, float('nan')):.3f}"
             )
             console.print(
                 f"{model} {stack} references: nginx {fmt(sat['nginx_rps'], '.0f')} req/s at {fmt(sat['nginx_cpu_us_per_request'], '.0f')} µs/request, "
@@ -288,23 +328,56 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     _targets = choices_list(TARGETS, "target")
 
     def _ints(value: str) -> list[int]:
-        return [int(v) for v in value.split(",") if v.strip()]
+        values = [_count(v, 1) for v in value.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one user count")
+        return values
+
+    def _count(value: str, least: int) -> int:
+        """An integer option with a floor: `--duration 0` used to start locust without any run time."""
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{n} is below {least}")
+        return n
+
+    def positive(value: str) -> int:
+        return _count(value, 1)
+
+    def non_negative(value: str) -> int:
+        return _count(value, 0)
+
+    def spawn_rate(value: str) -> float:
+        rate = float(value)
+        if rate < 0:
+            raise argparse.ArgumentTypeError(f"{rate:g} is below 0")
+        return rate
+
+    def url(value: str) -> str:
+        """NAME=URL for one of the stack's services: anything else used to be a traceback (no "=")
+        or silently ignored (an unknown name)."""
+        name, sep, address = value.partition("=")
+        if not sep or name not in ("torchserve", "tfserving", "gateway") or not address.startswith(("http://", "https://")):
+            raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=http://host:port with NAME one of torchserve, tfserving, gateway")
+        return value
 
     p.add_argument("--models", type=_models, default=defaults.get("models", ["tabular"]), help="comma-separated models")
     p.add_argument("--targets", type=_targets, default=list(COMPARISON), help=f"comma-separated, from {', '.join(TARGETS)} (default: the first four)")
     p.add_argument("--profile", choices=("closed", "open", "ramp"), default="closed", help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective")
-    p.add_argument("--users", type=int, default=defaults.get("users", 16))
-    p.add_argument("--spawn-rate", type=float, default=0.0, help="users started per second (default: all at once)")
-    p.add_argument("--duration", type=int, default=defaults.get("duration", 20), help="seconds per measured run")
-    p.add_argument("--warmup", type=int, default=defaults.get("warmup", 5), help="seconds of uncounted warm-up per target")
-    p.add_argument("--repetitions", type=int, default=defaults.get("repetitions", 3))
+    p.add_argument("--users", type=positive, default=defaults.get("users", 16))
+    p.add_argument("--spawn-rate", type=spawn_rate, default=0.0, help="users started per second (default: all at once)")
+    p.add_argument("--duration", type=positive, default=defaults.get("duration", 20), help="seconds per measured run")
+    p.add_argument("--warmup", type=non_negative, default=defaults.get("warmup", 5), help="seconds of uncounted warm-up per target")
+    p.add_argument("--repetitions", type=positive, default=defaults.get("repetitions", 3))
     p.add_argument("--rate", type=float, default=200.0, help="open profile: total requests per second")
     p.add_argument("--ramp-users", type=_ints, default=[1, 2, 4, 8, 16, 32], help="ramp profile: users per step")
-    p.add_argument("--ramp-step", type=int, default=10, help="ramp profile: seconds per step")
+    p.add_argument("--ramp-step", type=positive, default=10, help="ramp profile: seconds per step")
     p.add_argument("--slo-p99", type=float, default=50.0, help="ramp profile: p99 objective in ms")
-    p.add_argument("--instances", type=int, default=1, help="instances (rows) per request")
-    p.add_argument("--processes", type=int, default=0, help="run locust distributed: a master and N worker processes")
-    p.add_argument("--url", action="append", metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, gateway)")
+    p.add_argument("--instances", type=positive, default=1, help="instances (rows) per request")
+    p.add_argument("--processes", type=non_negative, default=0, help="run locust distributed: a master and N worker processes")
+    p.add_argument("--url", action="append", type=url, metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, gateway)")
     p.add_argument("--out", help="report folder (default: reports/<timestamp>)")
     p.add_argument("--overhead", action="store_true", help="also measure the gateway's cost (added latency, CPU/request) beside two reference proxies (nginx, a bare Python proxy) and in-process throughput")
 
