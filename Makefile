@@ -4,9 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup java nginx export test demo up down status bench compose-smoke clean
+.PHONY: setup python java nginx export test demo up down status bench compose-smoke clean
 
-setup: java nginx $(STAMP)
+setup: python java nginx $(STAMP)
+
+# Python 3.11 able to make a venv (Debian splits venv/ensurepip into python3.11-venv).
+python:
+	@bash twinserve/ensure-python.sh $(PYTHON)
 
 # TorchServe's frontend needs Java 17 or newer.
 java:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import PlainTextResponse, Response
 
 from gateway import backends as registry
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.core import Core, Route
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, internal_error
@@ -34,15 +34,17 @@ log = logging.getLogger("twinserve.gateway")
 def create_app(settings: GatewaySettings | None = None) -> Core:
     """The gateway: the inference core in front of the FastAPI application."""
     settings = settings or GatewaySettings()
+    logs.configure()
     keys = [k.strip().encode() for k in settings.api_keys.split(",") if k.strip()]
     routes = v1.routes(settings.backend_list) + v2.routes(settings.backend_list)
-    return Core(create_fastapi(settings, routes), routes, keys, settings.max_body_bytes)
+    return Core(create_fastapi(settings, routes), routes, keys, settings.max_body_bytes, logs.AccessLog(settings.access_log_sample))
 
 
 def create_fastapi(settings: GatewaySettings, routes: list[Route]) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.plane = DataPlane(settings, registry.create(settings))
+        logs.started(settings)
         # keep the long-lived start-up objects (~70,000; a full GC pass over them took 30 ms here)
         # out of the collections that request handling sets off
         gc.collect()

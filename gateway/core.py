@@ -9,13 +9,15 @@ OpenAPI schema from the same route table.
 
 What every request needs happens here and nowhere else: the API key (for FastAPI's routes too),
 the request ID, the backend override, the body limit, the error shape (an unexpected exception is
-the same JSON 500 as on any route), 405 for a known path with the wrong method, and the metrics.
+the same JSON 500 as on any route), 405 for a known path with the wrong method, the metrics and
+the access log.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -23,6 +25,7 @@ from urllib.parse import parse_qsl
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, internal_error
 from gateway.http import Outcome, asgi_chunks, check_api_key, read_limited, request_id
+from gateway.logs import AccessLog
 from models.spec import ModelSpec
 
 log = logging.getLogger("twinserve.gateway")
@@ -75,11 +78,12 @@ class Route:
 class Core:
     """The gateway's ASGI entry point: inference routes here, everything else to `app`."""
 
-    def __init__(self, app: Any, routes: list[Route], keys: list[bytes], max_body_bytes: int) -> None:
+    def __init__(self, app: Any, routes: list[Route], keys: list[bytes], max_body_bytes: int, access: AccessLog) -> None:
         self.app = app
         self.routes = [(r, r.pattern) for r in routes]
         self.keys = keys
         self.limit = max_body_bytes
+        self.access = access
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)  # state, openapi(), routes...: the FastAPI app's
@@ -145,6 +149,7 @@ class Core:
             status, body, out = exc.status, exc.body(), {}
         outcome.status = status
         outcome.record()
+        self.access.record(rid, scope["method"], scope["path"], status, outcome.backend, time.perf_counter() - outcome.started)
         return status, body, out
 
 

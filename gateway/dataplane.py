@@ -61,8 +61,6 @@ class DataPlane:
         self.specs = {name: get_spec(name) for name in settings.model_list}
         self.breakers = {n: CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s) for n in backends}
         self.limits = {n: ConcurrencyLimit(settings.max_in_flight) for n in backends}
-        if settings.primary not in backends:
-            raise ValueError(f"TWINSERVE_GATEWAY_PRIMARY={settings.primary!r} is not an enabled backend; choose one of {', '.join(self.names)}")
         # failover (and mirror) order: the others, starting after the one that failed
         self.fallbacks = {n: self.names[i + 1:] + self.names[:i] for i, n in enumerate(self.names)}
         weights = settings.weight_map  # names checked against the registry in gateway.backends.create

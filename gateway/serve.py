@@ -16,11 +16,22 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def main() -> None:
+    import sys
+
     import uvicorn
+    from pydantic import ValidationError
 
-    from gateway.settings import GatewaySettings
+    from gateway.settings import GatewaySettings, describe_errors
 
-    settings = GatewaySettings()
+    try:
+        settings = GatewaySettings()
+        from gateway import backends
+
+        backends.check(settings)
+    except ValidationError as exc:
+        sys.exit(f"twinserve gateway: bad setting: {describe_errors(exc, 'TWINSERVE_GATEWAY_')}")
+    except ValueError as exc:
+        sys.exit(f"twinserve gateway: bad setting: {exc}")
     shared = None
     if settings.workers > 1 and MULTIPROC_ENV not in os.environ:
         shared = tempfile.mkdtemp(prefix="twinserve-gateway-metrics-")

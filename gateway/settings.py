@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,11 +35,25 @@ class GatewaySettings(BaseSettings):
     breaker_failures: int = Field(5, description="consecutive failures that open a backend's circuit")
     breaker_cooldown_s: float = Field(5.0, description="how long an open circuit waits before a probe")
     api_keys: str = Field("", description="comma-separated API keys; empty disables key checks")
+    access_log_sample: float = Field(0.01, ge=0.0, le=1.0, description="share of requests written to the access log (every 5xx is written); 0 turns it off, 1 logs every request")
     models: str = "digits,tabular,resnet"
 
     @property
     def model_list(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_are_pairs(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, _, number = part.partition("=")
+            try:
+                float(number)
+            except ValueError:
+                raise ValueError(f"{part!r} is not name=number; e.g. torchserve=90,tfserving=10") from None
+            if not name.strip():
+                raise ValueError(f"{part!r} is not name=number; e.g. torchserve=90,tfserving=10")
+        return value
 
     @property
     def backend_list(self) -> list[str]:
@@ -53,3 +67,15 @@ class GatewaySettings(BaseSettings):
                 name, _, value = part.partition("=")
                 out[name.strip()] = float(value)
         return out
+
+
+def describe_errors(exc: ValidationError, prefix: str) -> str:
+    """One line per bad setting, naming the environment variable, the value given and what is allowed,
+    instead of pydantic's traceback."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error.get("loc") else "?"
+        given = error.get("input")
+        shown = f"={given!r}" if isinstance(given, (str, int, float, bool)) else ""
+        lines.append(f"{prefix}{field.upper()}{shown}: {error['msg']}")
+    return "; ".join(lines)

@@ -6,6 +6,7 @@ one finiteness check), not per-element Python.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -15,15 +16,24 @@ from gateway.errors import GatewayError, bad_request
 from models.spec import ModelSpec
 
 SIGNATURE = "serving_default"
+NON_FINITE = "{where} contains non-finite values (NaN, Infinity or -Infinity, or a number beyond float32's range): every value must be finite"
 
 
 def parse_json(raw: bytes) -> Any:
+    """orjson on the hot path; only when it refuses, the standard library's parser, which reads the
+    spellings TF Serving's REST API accepts for non-finite floats (NaN, Infinity, -Infinity) and
+    overflows 1e999 to infinity, so that such a body is a 400 `non_finite` naming the values, not
+    `malformed_json`."""
     if not raw:
         raise bad_request("request body is empty: send a JSON object", "malformed_json")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc.msg} at position {exc.pos}", "malformed_json") from None
+        error = exc
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise bad_request(f"request body is not valid JSON: {error.msg} at position {error.pos}", "malformed_json") from None
 
 
 def to_array(data: Any, spec: ModelSpec, where: str) -> np.ndarray:
@@ -34,6 +44,12 @@ def to_array(data: Any, spec: ModelSpec, where: str) -> np.ndarray:
         raise bad_request(f"{where} must be a rectangular array of shape [N, {', '.join(map(str, spec.shape))}]") from None
     if arr.dtype.kind not in "fiu":
         if arr.dtype.kind == "O":
+            try:  # integers too large for any float (JSON allows them) are out of range, not malformed
+                np.asarray(data, dtype=np.float64)
+            except OverflowError:
+                raise bad_request(NON_FINITE.format(where=where), "non_finite") from None
+            except (ValueError, TypeError):
+                pass
             raise bad_request(f"{where} must be a rectangular array of shape [N, {', '.join(map(str, spec.shape))}] (rows of unequal length or mixed types)")
         raise bad_request(f"{where} must hold numbers ({spec.dtype}); got {arr.dtype.kind!r}-kind values", "invalid_dtype")
     if arr.ndim == 0 or arr.shape[0] == 0:
@@ -45,7 +61,7 @@ def to_array(data: Any, spec: ModelSpec, where: str) -> np.ndarray:
     with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused just below
         arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
-        raise bad_request(f"{where} contains NaN or infinite values", "non_finite")
+        raise bad_request(NON_FINITE.format(where=where), "non_finite")
     return arr
 
 

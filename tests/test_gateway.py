@@ -105,7 +105,7 @@ BAD = [
     (b'{"instances": [[1e39' + b", 1.0" * 29 + b"]]}", 400, "non_finite"),
     (b'{"instances": []}', 400, "empty_batch"),
     (b'{"instances": ' + orjson.dumps([[1.0] * 30] * 65) + b"}", 400, "batch_too_large"),
-    (b'{"instances": [[NaN' + b", 1.0" * 29 + b"]]}", 400, "malformed_json"),
+    (b'{"instances": [[NaN' + b", 1.0" * 29 + b"]]}", 400, "non_finite"),  # TF Serving's NaN token parses, then is refused (issue #19)
     (b"{not json", 400, "malformed_json"),
     (b"", 400, "malformed_json"),
     (b"[1, 2]", 400, "invalid_input"),

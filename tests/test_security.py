@@ -39,6 +39,7 @@ def test_every_native_port_listens_on_loopback_only(stack) -> None:  # type: ign
 def test_gateway_carries_torchserve_token_auth_across_expired_and_replaced_keys(build_dir: Path, tmp_path: Path) -> None:
     # keys live 6 s: `up` outlives the first management key, the gateway outlives the first inference key
     settings = stack_settings(tmp_path / "run", build_dir, models="tabular", torchserve_token_auth=True, torchserve_token_expiration_min=0.1)
+    key_file = settings.run_dir / "torchserve" / "key_file.json"
     native.up(settings, ("torchserve",))
     try:
         base = f"http://127.0.0.1:{settings.torchserve_inference_port}"
@@ -47,7 +48,6 @@ def test_gateway_carries_torchserve_token_auth_across_expired_and_replaced_keys(
         json_type = {"Content-Type": "application/json"}
         direct = httpx.post(f"{base}/predictions/tabular", content=body, headers=json_type)
         assert direct.status_code in (400, 401)  # TorchServe refuses a call without its inference key
-        key_file = settings.run_dir / "torchserve" / "key_file.json"
         gw = {"torchserve_url": base, "torchserve_management_url": management, "torchserve_key_file": str(key_file), "failover": False, "models": "tabular"}
         with running_gateway(**gw) as g:
             first = read_keys(key_file)["inference"]
@@ -56,6 +56,12 @@ def test_gateway_carries_torchserve_token_auth_across_expired_and_replaced_keys(
             expired = httpx.post(f"{base}/predictions/tabular", content=body, headers={**json_type, "Authorization": f"Bearer {first}"})
             assert expired.status_code == 400 and b"InvalidKeyException" in expired.content, "the key should have expired"
             assert model_states(settings) == {"tabular": "READY"}  # `status` renews the expired management key
+            # `twinserve status` from a shell without the stack's environment: it describes what `up`
+            # started (token auth on, tabular only), not the defaults of that shell
+            plain = stack_settings(settings.run_dir, build_dir)
+            assert not plain.torchserve_token_auth and plain.model_list == ["digits", "tabular", "resnet"]
+            row = next(r for r in native.status(plain) if r["service"] == "torchserve")
+            assert row["models"] == {"tabular": "READY"}, row
             r = httpx.post(f"{g}/v1/models/tabular:predict", content=body)
             assert r.status_code == 200, r.text
             assert r.headers["x-backend"] == "torchserve"
@@ -74,3 +80,4 @@ def test_gateway_carries_torchserve_token_auth_across_expired_and_replaced_keys(
             assert "refused the gateway's key" in r.json()["error"]["message"]
     finally:
         native.down(settings)
+    assert not key_file.exists(), "TorchServe's key file outlived `twinserve down`"

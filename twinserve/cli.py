@@ -80,12 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from gateway.settings import describe_errors
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:  # a bad TWINSERVE_* value: one line naming it, not a traceback
+        prefix = "TWINSERVE_GATEWAY_" if exc.title == "GatewaySettings" else "TWINSERVE_"
+        print(f"twinserve: bad setting: {describe_errors(exc, prefix)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

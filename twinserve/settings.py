@@ -28,6 +28,7 @@ class StackSettings(BaseSettings):
     tfserving_grpc_port: int = 8500
     tfserving_rest_port: int = 8501
     gateway_port: int = 8000
+    gateway_host: str | None = Field(None, description="the gateway's bind address (TWINSERVE_GATEWAY_HOST, the same variable the gateway reads); default: TWINSERVE_HOST")
     models: str = Field("digits,tabular,resnet", description="comma-separated models to serve")
     build_dir: Path = ROOT / "models" / "build"
     run_dir: Path = Field(ROOT / ".twinserve", description="pid/state file and per-run log folders")
@@ -40,6 +41,8 @@ class StackSettings(BaseSettings):
     torch_threads: int = Field(1, description="OMP_NUM_THREADS / torch threads per TorchServe worker")
     tf_threads: int = Field(1, description="TensorFlow intra- and inter-op threads")
     jvm_heap: str = Field("256m", description="TorchServe JVM max heap")
+    torchserve_request_logs: bool = Field(False, description="TorchServe's per-request log lines (access log, per-job and per-batch lines); off keeps start-up lines, warnings and errors")
+    log_max_mb: float = Field(50.0, gt=0, description="cap of each log file of a service (its captured output, TorchServe's own files); one rolled file is kept beside it")
     torchserve_token_auth: bool = Field(False, description="leave TorchServe's token authorisation on; the gateway then reads its keys")
     torchserve_token_expiration_min: float = Field(60.0, gt=0, description="lifetime of TorchServe's keys in minutes (token authorisation on); the gateway and `up` renew an expired key")
     response_timeout_s: int = Field(30, description="TorchServe per-model responseTimeout")
@@ -48,3 +51,13 @@ class StackSettings(BaseSettings):
     @property
     def model_list(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def gateway_bind(self) -> str:
+        return self.gateway_host or self.host
+
+    @property
+    def gateway_url(self) -> str:
+        """Where to reach the gateway: its bind address, or loopback when it binds every interface."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.gateway_bind, self.gateway_bind)
+        return f"http://{host}:{self.gateway_port}" if ":" not in host else f"http://[{host}]:{self.gateway_port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -10,6 +11,17 @@ from twinserve.supervisor import Launch, Running, Supervisor
 from twinserve.settings import StackSettings
 
 SERVICES = ("torchserve", "tfserving", "gateway")
+RECORD = "stack.json"  # the settings `up` started the stack with, beside the supervisor's state file
+
+
+def recorded(settings: StackSettings) -> StackSettings:
+    """The settings the running stack was started with, when `up` recorded them: `status` and `down`
+    describe what runs (its models, ports, token authorisation), whatever this shell's environment says."""
+    try:
+        data = json.loads((settings.run_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return settings
+    return StackSettings(**{**data, "run_dir": settings.run_dir})
 
 
 def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES, gateway: dict[str, str] | None = None) -> list[Launch]:
@@ -32,6 +44,8 @@ def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES, gateway
 def up(settings: StackSettings, names: tuple[str, ...] = SERVICES, on_wait: Callable[[str], None] | None = None, gateway: dict[str, str] | None = None) -> dict[str, Running]:
     """Start the named services; `gateway` overrides gateway settings by field name."""
     sup = Supervisor(settings.run_dir)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / RECORD).write_text(settings.model_dump_json())
     backends = [l for l in launches(settings, tuple(n for n in names if n != "gateway"))]
     started = sup.start(backends, settings.startup_timeout_s, on_wait=on_wait)
     if "gateway" in names:
@@ -44,7 +58,17 @@ def up(settings: StackSettings, names: tuple[str, ...] = SERVICES, on_wait: Call
 
 
 def down(settings: StackSettings, names: list[str] | None = None) -> list[str]:
-    return Supervisor(settings.run_dir).stop(names)
+    """Stop the named services (all by default); TorchServe's key file goes with TorchServe, and the
+    record of the stack's settings with the last service."""
+    sup = Supervisor(settings.run_dir)
+    stopped = sup.stop(names)
+    if "torchserve" in stopped or names is None:
+        from twinserve.launchers.torchserve import key_file
+
+        key_file(settings).unlink(missing_ok=True)
+    if not sup.running():
+        (settings.run_dir / RECORD).unlink(missing_ok=True)
+    return stopped
 
 
 def status(settings: StackSettings) -> list[dict]:
@@ -52,10 +76,11 @@ def status(settings: StackSettings) -> list[dict]:
     from twinserve.launchers import tfserving as tf_launcher
     from twinserve.launchers import torchserve as ts_launcher
 
-    recorded = Supervisor(settings.run_dir).load()
+    settings = recorded(settings)
+    services = Supervisor(settings.run_dir).load()
     rows = []
     for name in SERVICES:
-        svc = recorded.get(name)
+        svc = services.get(name)
         alive = bool(svc and supervisor.group_alive(svc.pgid))
         models: dict[str, str] = {}
         if name == "torchserve":

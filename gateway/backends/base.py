@@ -56,6 +56,11 @@ class BackendError(Exception):
         self.message = message
         self.status = status
 
+    def as_state(self) -> str:
+        """The model state shown for a stack that gave no answer, in the words predict uses:
+        "DOWN (unreachable (connection refused))", "DOWN (did not answer within 2 s)"."""
+        return f"DOWN ({self.message.removeprefix(f'{self.backend} ').removeprefix('is ')})"
+
 
 @dataclass(frozen=True)
 class Answer:

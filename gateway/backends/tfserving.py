@@ -46,7 +46,7 @@ class TFServingBackend(Backend):
         try:
             answer = await self.call("GET", self.url(f"/v1/models/{model}"), timeout=2.0)
         except BackendError as exc:
-            return f"DOWN ({exc.message.removeprefix(self.name + ' ')})"
+            return exc.as_state()
         self.implementation = answer.headers.get("x-tf-serving-implementation", "tensorflow_model_server")
         if answer.status != 200:
             return f"NOT LOADED ({answer.status})"

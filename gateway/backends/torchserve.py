@@ -103,7 +103,7 @@ class TorchServeBackend(Backend):
             if self.key_refused(answer) and await self._refresh("management", sent):
                 answer = await self.call("GET", url, headers=self.management_headers, timeout=2.0)
         except BackendError as exc:
-            return f"DOWN ({exc.message.removeprefix(self.name + ' ')})"
+            return exc.as_state()
         if answer.status != 200:
             return f"NOT LOADED ({answer.status})"
         try:

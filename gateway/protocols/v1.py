@@ -13,6 +13,7 @@ from gateway.http import served_headers
 from gateway.schemas import (
     INFERENCE_ERRORS,
     CompareResponse,
+    ErrorBody,
     ExplainCompareResponse,
     ExplainRequest,
     ExplainResponse,
@@ -83,6 +84,13 @@ async def explain(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
     return 200, orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), served_headers(result.backend, result.seconds, failed)
 
 
+async def example_verb(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
+    """TF Serving's :classify and :regress take tf.Example inputs for Classify/Regress signatures;
+    the served models have a predict signature only, so the gateway says so instead of a bare 405."""
+    verb = call.outcome.endpoint
+    raise GatewayError(501, "not_implemented", f"the gateway serves :predict (and :compare, :explain) only; TF Serving's :{verb} needs a {verb} signature over tf.Example inputs, which model {spec.name!r} does not have: send the same rows to /v1/models/{spec.name}:predict")
+
+
 def routes(backends: list[str]) -> list[Route]:
     """The V1 inference routes, served by gateway/core.py and documented from these entries."""
     param = backend_param(backends)
@@ -111,6 +119,15 @@ def routes(backends: list[str]) -> list[Route]:
                 "parameters": [param, {"name": "compare", "in": "query", "required": False, "schema": {"type": "boolean"}, "description": "ask every backend and compare their attributions"}],
             },
         }),
+        *(
+            Route("POST", f"/v1/models/{{model}}:{verb}", verb, example_verb, {
+                "tags": TAGS,
+                "summary": f"TF Serving's :{verb}: not served (the models have a predict signature only); answers 501",
+                "responses": {501: {"model": ErrorBody}, **error_responses(401, 404)},
+                "openapi_extra": {"requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}},
+            })
+            for verb in ("classify", "regress")
+        ),
     ]
 
 

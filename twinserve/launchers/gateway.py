@@ -21,7 +21,7 @@ def gateway_env(stack: StackSettings) -> dict[str, str]:
         "TWINSERVE_GATEWAY_TFSERVING_URL": f"http://{h}:{stack.tfserving_rest_port}",
         "TWINSERVE_GATEWAY_MODELS": stack.models,
         "TWINSERVE_GATEWAY_PORT": str(stack.gateway_port),
-        "TWINSERVE_GATEWAY_HOST": stack.host,
+        "TWINSERVE_GATEWAY_HOST": stack.gateway_bind,
         **({"TWINSERVE_GATEWAY_TORCHSERVE_KEY_FILE": str(stack.run_dir / "torchserve" / "key_file.json")} if stack.torchserve_token_auth else {}),
     }
 
@@ -33,7 +33,7 @@ def command() -> list[str]:
 
 def model_states(stack: StackSettings, timeout: float = 2.0) -> dict[str, str]:
     try:
-        r = httpx.get(f"http://{stack.host}:{stack.gateway_port}/readyz", timeout=timeout)
+        r = httpx.get(f"{stack.gateway_url}/readyz", timeout=timeout)
         data = r.json()
     except (httpx.HTTPError, ValueError):
         return {m: "DOWN" for m in stack.model_list}
@@ -48,7 +48,7 @@ def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None
     env.update({k: v for k, v in os.environ.items() if k.startswith("TWINSERVE_GATEWAY_") and k not in ("TWINSERVE_GATEWAY_PORT", "TWINSERVE_GATEWAY_HOST")})
     env.update({f"TWINSERVE_GATEWAY_{k.upper()}": str(v) for k, v in (overrides or {}).items()})
     settings = GatewaySettings(**{k[len("TWINSERVE_GATEWAY_"):].lower(): v for k, v in env.items()})
-    url = f"http://{stack.host}:{stack.gateway_port}"
+    url = stack.gateway_url
 
     def ready() -> tuple[bool, str]:
         try:
