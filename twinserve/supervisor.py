@@ -114,20 +114,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise SupervisorError("no free loopback port below the ephemeral range")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
