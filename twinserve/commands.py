@@ -41,7 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not args.no_export:
             ensure_artifacts(settings)
         with console.status("starting...") as status:
-            started = stack.up(settings, names, on_wait=lambda msg: status.update(f"waiting: {msg}"))
+            stack.up(settings, names, on_wait=lambda msg: status.update(f"waiting: {msg}"))
     except (SupervisorError, FileNotFoundError) as exc:
         console.print(f"[red]twinserve up failed:[/red] {exc}")
         return 1
