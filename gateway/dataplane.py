@@ -179,13 +179,12 @@ class DataPlane:
         if failed:
             raise failed[0]
         explanations: list[Explanation] = results  # type: ignore[assignment]
-        pairs = list(itertools.combinations(explanations, 2))
-        flat = {id(e): e.attributions.reshape(len(e.attributions), -1) for e in explanations}
-        rows = len(inf.rows)
-        corr = [min((row_correlation(flat[id(x)][i], flat[id(y)][i]) for x, y in pairs), default=1.0) for i in range(rows)]
+        flat = [e.attributions.reshape(len(e.attributions), -1) for e in explanations]
+        pairs = list(itertools.combinations(flat, 2))
+        corr = [min((row_correlation(x[i], y[i]) for x, y in pairs), default=1.0) for i in range(len(inf.rows))]
         return {
             "results": {e.backend: e for e in explanations},
-            "max_abs_diff": max((float(np.abs(x.attributions - y.attributions).max()) for x, y in pairs), default=0.0),
+            "max_abs_diff": max((float(np.abs(x - y).max()) for x, y in pairs), default=0.0),
             "correlation": corr,
             "targets_agree": all(e.targets == explanations[0].targets for e in explanations),
         }

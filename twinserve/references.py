@@ -51,6 +51,8 @@ def start(settings: StackSettings, upstreams: dict[str, str], fronts: list[str],
             launches.append(nginx.launch(host, routes, settings.run_dir, log_dir, nginx.ensure(say)))
         else:
             launches.append(floor.launch(host, routes))
+    for launch in launches:
+        launch.log_max_mb = settings.log_max_mb
     running = sup.start(launches, STARTUP_TIMEOUT_S, log_dir=log_dir)
     for launch in launches:
         svc = running[launch.name]

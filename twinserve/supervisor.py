@@ -45,7 +45,7 @@ class Launch:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     extra: dict = field(default_factory=dict)
-    log_max_mb: float | None = None  # cap of the service's log file; None: TWINSERVE_LOG_MAX_MB
+    log_max_mb: float = 50.0  # cap of the service's log file (launchers pass TWINSERVE_LOG_MAX_MB)
 
 
 @dataclass
@@ -201,12 +201,6 @@ def ready_when_listening(host: str, ports: list[int]) -> Callable[[], tuple[bool
     return ready
 
 
-def default_log_max_mb() -> float:
-    from twinserve.settings import StackSettings
-
-    return StackSettings().log_max_mb
-
-
 def _resolve(cmd0: str, env: dict[str, str], cwd: Path | None) -> str | None:
     """The executable the shim will run, checked before starting, so a missing one is a clear
     `cannot start` message rather than a service exiting with 127."""
@@ -280,11 +274,10 @@ class Supervisor:
                 env = {**os.environ, **launch.env}
                 if _resolve(launch.cmd[0], env, launch.cwd) is None:
                     raise SupervisorError(f"{launch.name}: cannot start {launch.cmd[0]}: not found or not executable")
-                max_mb = launch.log_max_mb if launch.log_max_mb is not None else default_log_max_mb()
                 env[logcap.CAPTURED_CMD] = json.dumps(launch.cmd)
                 log = open(log_path, "ab")  # only the shim's own failures land here directly
                 try:
-                    proc = subprocess.Popen(logcap.command(log_path.resolve(), int(max_mb * 1024 * 1024)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=launch.cwd, start_new_session=True)
+                    proc = subprocess.Popen(logcap.command(log_path.resolve(), int(launch.log_max_mb * 1024 * 1024)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=launch.cwd, start_new_session=True)
                 except OSError as exc:
                     raise SupervisorError(f"{launch.name}: cannot start {launch.cmd[0]}: {exc}") from None
                 finally:

@@ -66,4 +66,5 @@ def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None
         implementation=f"FastAPI gateway ({settings.workers} worker(s), backends {settings.backends}, routing {settings.routing})",
         env=env,
         cwd=ROOT,
+        log_max_mb=stack.log_max_mb,
     )
