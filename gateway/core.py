@@ -53,6 +53,7 @@ class Call:
     query: dict[str, str]
     read: Callable[[], Awaitable[bytes]]
     outcome: Outcome
+    content_type: str = "application/json"
 
 
 Handler = Callable[[DataPlane, ModelSpec, Call], Awaitable[Reply]]
@@ -138,7 +139,7 @@ class Core:
             spec = plane.spec(model)
             outcome.model = model
             read = lambda: read_limited(asgi_chunks(receive), headers.get("content-length"), self.limit)  # noqa: E731
-            status, body, out = await route.handler(plane, spec, Call(model, rid, override, query, read, outcome))
+            status, body, out = await route.handler(plane, spec, Call(model, rid, override, query, read, outcome, headers.get("content-type", "application/json")))
         except GatewayError as exc:
             status, body, out = exc.status, exc.body(), dict(exc.headers)
             if outcome.backend == "none":

@@ -24,7 +24,7 @@ from gateway import metrics
 from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult
 from gateway.errors import GatewayError
 from gateway.resilience import CircuitBreaker, ConcurrencyLimit
-from gateway.validation import outputs_of
+from gateway.validation import Tensors, outputs_of
 from models.spec import ModelSpec, get_spec
 from gateway.settings import GatewaySettings
 
@@ -35,22 +35,27 @@ T = TypeVar("T")
 
 @dataclass
 class Inference:
-    """A validated request: the model, the rows, and the V1 body to forward."""
+    """A validated request: the model, its inputs by name, and the V1 body to forward."""
 
     spec: ModelSpec
-    rows: np.ndarray
+    inputs: Tensors
     body: bytes
     row_format: bool
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The first input's batch: what the zoo's single-input classifiers explain."""
+        return self.inputs[self.spec.input_name]
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.inputs.values())))
 
 
 @dataclass
 class Served:
     result: UpstreamResult
     failover_from: str | None = None
-
-
-def v1_body(rows: np.ndarray) -> bytes:
-    return orjson.dumps({"instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class DataPlane:
@@ -201,7 +206,7 @@ class DataPlane:
         target = self.fallbacks[primary.backend][0]
         try:
             shadow = await self.call(target, inf, request_id)
-            diff = float(np.abs(outputs_of(primary.body, primary.backend) - outputs_of(shadow.body, target)).max())
+            diff = max_diff(outputs_of(primary.body, primary.backend, inf.spec), outputs_of(shadow.body, target, inf.spec))
             result = "agree" if diff <= 1e-4 else "disagree"
             if result == "disagree":
                 log.warning("request %s: mirror disagreement on %s, max |diff| %.3g", request_id, inf.spec.name, diff)
@@ -214,30 +219,35 @@ class DataPlane:
 
     # compare -----------------------------------------------------------------
     async def compare(self, inf: Inference, request_id: str) -> dict:
-        """The same rows to every stack: each answer, the largest difference between any two, and
-        whether their classes agree."""
+        """The same inputs to every stack: each answer, the largest difference between any two over
+        every output, and (a classifier) whether their classes agree."""
+        spec = inf.spec
         results = await asyncio.gather(*(self.call(n, inf, request_id) for n in self.names), return_exceptions=True)
-        out: dict = {"model": inf.spec.name, "instances": int(inf.rows.shape[0]), "results": {}}
-        probs: dict[str, np.ndarray] = {}
+        out: dict = {"model": spec.name, "instances": inf.count, "results": {}}
+        answers: dict[str, dict[str, np.ndarray]] = {}
         for name, res in zip(self.names, results):
             if isinstance(res, GatewayError):
                 out["results"][name] = {"error": {"type": res.type, "message": res.message}}
             elif isinstance(res, BaseException):
                 raise res
             else:
-                probs[name] = outputs_of(res.body, name)
-                out["results"][name] = {"predictions": probs[name].tolist(), "latency_ms": round(res.seconds * 1000, 3)}
-        if len(probs) >= 2:
-            answers = list(probs.values())
-            classes = {n: p.argmax(-1) for n, p in probs.items()}
-            first = next(iter(classes.values()))
-            out["max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in itertools.combinations(answers, 2))
-            out["classes_agree"] = all(bool((c == first).all()) for c in classes.values())
-            out["classes"] = {n: c.tolist() for n, c in classes.items()}
+                answers[name] = outputs_of(res.body, name, spec)
+                # as float64 lists: the differences reported are those of the values shown
+                shown = answers[name][spec.output_name].tolist() if len(spec.outputs) == 1 else {k: v.tolist() for k, v in answers[name].items()}
+                out["results"][name] = {"predictions": shown, "latency_ms": round(res.seconds * 1000, 3)}
+        if len(answers) >= 2:
+            out["max_abs_diff"] = max(max_diff(a, b) for a, b in itertools.combinations(answers.values(), 2))
+            if spec.classifier:
+                classes = {n: a[spec.output_name].argmax(-1) for n, a in answers.items()}
+                first = next(iter(classes.values()))
+                out["classes_agree"] = all(bool((c == first).all()) for c in classes.values())
+                out["classes"] = {n: c.tolist() for n, c in classes.items()}
+            else:
+                out["classes_agree"] = None
         else:
             out["max_abs_diff"] = None
             out["classes_agree"] = None
-            if not probs:
+            if not answers:
                 first_error = next(r for r in results if isinstance(r, GatewayError))
                 raise GatewayError(first_error.status, "all_backends_failed", "; ".join(f"{n}: {out['results'][n]['error']['message']}" for n in self.names), None)
         return out
@@ -266,3 +276,17 @@ class DataPlane:
 def row_correlation(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of two attribution rows; two constant rows count as agreeing."""
     return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 1.0
+
+
+def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """The largest absolute difference over every output (exact outputs: 0 when equal, inf when not)."""
+    worst = 0.0
+    for name, x in a.items():
+        y = b[name]
+        if x.shape != y.shape:
+            return float("inf")
+        if x.dtype.kind in "fiub" and y.dtype.kind in "fiub":
+            worst = max(worst, float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()) if x.size else 0.0)
+        elif not bool((x == y).all()):
+            return float("inf")
+    return worst

@@ -73,7 +73,7 @@ class PredictResponse(BaseModel):
 
 
 class BackendResult(BaseModel):
-    predictions: list[list[float]] | None = None
+    predictions: list[Any] | dict[str, list[Any]] | None = Field(None, description="the one output per instance, or every output by name")
     latency_ms: float | None = None
     error: dict[str, str] | None = None
 
@@ -87,12 +87,21 @@ class CompareResponse(BaseModel):
     classes: dict[str, list[int]] | None = None
 
 
+class TensorInfo(BaseModel):
+    name: str
+    dtype: str = Field(description="float32, float16, float64, int8, uint8, int32, int64, bool or bytes")
+    shape: list[int] = Field(description="per instance; -1: any size")
+
+
 class ModelInfo(BaseModel):
     name: str
-    input_name: str
-    dtype: str
-    shape: list[int]
-    output_name: str
+    input_name: str = Field(description="the first input's name (the zoo's models have one)")
+    dtype: str = Field(description="the first input's dtype")
+    shape: list[int] = Field(description="the first input's shape per instance")
+    output_name: str = Field(description="the first output's name")
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    explainable: bool = Field(description="served by :explain (the zoo's classifiers)")
     labels: list[str]
     synthetic: bool
     description: str

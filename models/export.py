@@ -88,34 +88,90 @@ def zoo_module(name: str) -> Any:
     return importlib.import_module(f"models.zoo.{name}")
 
 
-def fingerprint(name: str, seed: int) -> str:
+def fingerprint(spec: ModelSpec, seed: int) -> str:
+    """Everything that shapes the artifacts: the project's sources, the zoo file or your model's
+    files, the spec, the frameworks' versions and the seed."""
     digest = hashlib.sha256()
-    for rel in [*SOURCES, f"models/zoo/{name}.py"]:
+    rels = [*SOURCES, f"models/zoo/{spec.name}.py"] if spec.zoo else SOURCES
+    for rel in rels:
         digest.update(rel.encode())
         digest.update((ROOT / rel).read_bytes())
+    for path in source_files(spec):
+        digest.update(str(path).encode())
+        digest.update(str(path.stat().st_mtime_ns).encode() + str(path.stat().st_size).encode())
+    digest.update(json.dumps({k: v for k, v in spec.to_dict().items() if k != "base"}, sort_keys=True).encode())
     for dist in ("torch", "tensorflow", "torch-model-archiver", "numpy", "scikit-learn"):
         digest.update(f"{dist}={metadata.version(dist)}".encode())
     digest.update(str(seed).encode())
     return digest.hexdigest()
 
 
-def parity_inputs(spec: ModelSpec, seed: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """(all inputs, all labels, held-out inputs, held-out labels): real rows where the model has a dataset."""
-    split = zoo_module(spec.name).dataset(seed)
-    if split is None:
-        rng = np.random.default_rng(seed)
-        return rng.random((PARITY_ROWS, *spec.shape), dtype=np.float32), None, None, None
-    x_train, x_test, y_train, y_test = split
-    x = np.concatenate([x_train, x_test])
-    y = np.concatenate([y_train, y_test])
-    return x, y, x_test, y_test
+def source_files(spec: ModelSpec) -> list[Path]:
+    """Your model's files named by the manifest (every file of the SavedModel directory included)."""
+    if spec.zoo:
+        return []
+    files = [spec.path(spec.pytorch[k]) for k in ("model_file", "weights") if spec.pytorch.get(k)]
+    saved = spec.path(spec.tensorflow["savedmodel"])
+    files += sorted(p for p in saved.rglob("*") if p.is_file()) if saved.is_dir() else [saved]
+    if spec.samples:
+        files.append(spec.path(spec.samples))
+    return files
 
 
-def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np.ndarray], path: Path) -> None:
+def parity_inputs(spec: ModelSpec, seed: int) -> tuple[Any, np.ndarray | None, Any, np.ndarray | None]:
+    """(all inputs, all labels, held-out inputs, held-out labels): real rows where the zoo model has a
+    dataset, its own sample inputs where it has them (`samples(seed)`), your manifest's samples .npz,
+    or inputs generated from the spec. A single-input zoo model's inputs are one array; every other
+    model's are a dict of arrays by input name."""
+    if spec.zoo:
+        zoo = zoo_module(spec.name)
+        if hasattr(zoo, "samples"):
+            return {spec.input_name: zoo.samples(seed)}, None, None, None
+        split = zoo.dataset(seed)
+        if split is None:
+            rng = np.random.default_rng(seed)
+            return rng.random((PARITY_ROWS, *spec.shape), dtype=np.float32), None, None, None
+        x_train, x_test, y_train, y_test = split
+        return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]), x_test, y_test
+    return sample_inputs(spec, seed), None, None, None
+
+
+def sample_inputs(spec: ModelSpec, seed: int, count: int = 64) -> dict[str, np.ndarray]:
+    """Your model's parity inputs: the manifest's samples .npz (one array per input name), else
+    generated from the spec (floats in [0, 1), integers in [0, 10), booleans; -1 dimensions as 4)."""
+    if spec.samples:
+        path = spec.path(spec.samples)
+        with np.load(path, allow_pickle=False) as data:
+            missing = [t.name for t in spec.inputs if t.name not in data.files]
+            if missing:
+                raise ExportError(f"model {spec.name!r}: samples file {path} has no array {missing[0]!r} (it holds {data.files})")
+            return {t.name: data[t.name].astype(t.numpy_dtype) if not t.is_bytes else data[t.name].astype(object) for t in spec.inputs}
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for t in spec.inputs:
+        shape = (count, *(4 if d < 0 else d for d in t.shape))
+        if t.is_bytes:
+            raise ExportError(f"model {spec.name!r}: input {t.name!r} takes bytes, which cannot be generated: give 'samples', an .npz of real inputs")
+        if t.dtype == "bool":
+            out[t.name] = rng.random(shape) < 0.5
+        elif t.dtype.startswith(("int", "uint")):
+            out[t.name] = rng.integers(0, 10, shape).astype(t.numpy_dtype)
+        else:
+            out[t.name] = rng.random(shape).astype(t.numpy_dtype)
+    return out
+
+
+def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np.ndarray], path: Path, preprocess: Callable | None = None) -> None:
+    """A zoo model's SavedModel: `serving_default` from the spec's input (through the zoo's own
+    `tf_preprocess` when it has one, e.g. JPEG bytes decoded and resized inside the graph), and
+    `explain` (Integrated Gradients) for the explainable ones."""
     import tensorflow as tf
 
     from models import explain as ig
     from models import tfops
+
+    inp = spec.inputs[0]
+    signature = tf.TensorSpec([None, *(None if d < 0 else d for d in inp.shape)], getattr(tf, inp.tf_dtype), name=inp.name)
 
     class Exported(tf.Module):
         def __init__(self) -> None:
@@ -125,9 +181,9 @@ def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np
         def probabilities(self, x: tf.Tensor) -> tf.Tensor:
             return tf.nn.softmax(logits_fn(self.w, x), axis=-1)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name=spec.input_name)])
+        @tf.function(input_signature=[signature])
         def serve(self, x: tf.Tensor) -> dict:
-            return {spec.output_name: self.probabilities(x)}
+            return {spec.output_name: self.probabilities(preprocess(x) if preprocess else x)}
 
         @tf.function(
             input_signature=[
@@ -144,18 +200,22 @@ def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve, ig.SIGNATURE: module.explain})
+    signatures = {"serving_default": module.serve}
+    if spec.explainable:
+        signatures[ig.SIGNATURE] = module.explain
+    tf.saved_model.save(module, str(path), signatures=signatures)
 
 
-def build_mar(spec: ModelSpec, art: Artifacts) -> None:
+def build_mar(spec: ModelSpec, art: Artifacts, model_file: Path | None, weights: Path) -> None:
+    """The TorchServe archive: your model (or the zoo's) with the project's generic handler and spec.json."""
     art.mar.parent.mkdir(parents=True, exist_ok=True)
     archiver = Path(sys.executable).parent / "torch-model-archiver"
     cmd = [
         str(archiver),
         "--model-name", spec.name,
         "--version", f"{spec.version}.0",
-        "--model-file", str(ROOT / "models" / "zoo" / f"{spec.name}.py"),
-        "--serialized-file", str(art.weights),
+        *(["--model-file", str(model_file)] if model_file else []),
+        "--serialized-file", str(weights),
         "--handler", str(HANDLER),
         "--extra-files", str(art.spec_json),
         "--export-path", str(art.mar.parent),
@@ -166,115 +226,182 @@ def build_mar(spec: ModelSpec, art: Artifacts) -> None:
         raise ExportError(f"{spec.name}: torch-model-archiver failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
-def load_torch_model_from_mar(mar: Path, workdir: Path) -> Any:
-    """Unpack the archive and load its model with the handler's own loader, as a TorchServe worker would."""
+def handler_module() -> Any:
     sys.path.insert(0, str(HANDLER.parent))
     try:
-        handler = importlib.import_module("handler")
+        return importlib.import_module("handler")
     finally:
         sys.path.remove(str(HANDLER.parent))
+
+
+def load_torch_model_from_mar(mar: Path, workdir: Path) -> Any:
+    """Unpack the archive and load its model with the handler's own loader, as a TorchServe worker would."""
     with zipfile.ZipFile(mar) as zf:
         zf.extractall(workdir)
     manifest = json.loads((workdir / "MAR-INF" / "MANIFEST.json").read_text())["model"]
-    return handler.load_model(str(workdir), manifest["modelFile"], manifest["serializedFile"])
+    spec = json.loads((workdir / "spec.json").read_text())
+    return handler_module().load_model(str(workdir), spec, manifest.get("modelFile"), manifest["serializedFile"])
 
 
-def load_torch_from_mar(mar: Path, workdir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The archive's model as a function from rows to probabilities."""
-    import torch
-
+def load_torch_from_mar(mar: Path, workdir: Path) -> Callable[[Any], Any]:
+    """The archive's model as a function, run by the handler's own forward: named inputs -> named
+    outputs, or (a single-input model) an array -> its first output."""
     model = load_torch_model_from_mar(mar, workdir)
+    spec = json.loads((workdir / "spec.json").read_text())
+    handler = handler_module()
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
+    def run(x: Any) -> Any:
+        inputs = x if isinstance(x, dict) else {spec["inputs"][0]["name"]: x}
+        inputs = {t["name"]: list(inputs[t["name"]]) if t["dtype"] == "bytes" else inputs[t["name"]] for t in spec["inputs"]}
+        out = handler.forward(model, spec, inputs)
+        return out if isinstance(x, dict) else out[spec["outputs"][0]["name"]]
 
     return run
 
 
-def load_savedmodel(path: Path, spec: ModelSpec) -> Callable[[np.ndarray], np.ndarray]:
+def load_savedmodel(path: Path, spec: ModelSpec) -> Callable[[Any], Any]:
+    """The SavedModel's serving signature as a function, like load_torch_from_mar's."""
     import tensorflow as tf
 
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    fn = tf.saved_model.load(str(path)).signatures[spec.signature]
+    names = [t.name for t in spec.outputs]
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return fn(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
+    def run(x: Any) -> Any:
+        inputs = x if isinstance(x, dict) else {spec.input_name: x}
+        out = fn(**{t.name: tf.constant(inputs[t.name]) for t in spec.inputs})
+        values = {n: out[n].numpy() for n in names}
+        return values if isinstance(x, dict) else values[spec.output_name]
 
     return run
 
 
-def batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 256) -> np.ndarray:
-    return np.concatenate([fn(x[i : i + size]) for i in range(0, len(x), size)])
+def batched(fn: Callable[[Any], Any], x: Any, size: int = 64) -> Any:
+    """fn over slices of x (an array or a dict of arrays), its answers joined."""
+    if not isinstance(x, dict):
+        return np.concatenate([fn(x[i : i + size]) for i in range(0, len(x), size)])
+    total = len(next(iter(x.values())))
+    parts = [fn({k: v[i : i + size] for k, v in x.items()}) for i in range(0, total, size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def measure_parity(spec: ModelSpec, art: Artifacts, seed: int, torch_loader: Callable = load_torch_from_mar) -> tuple[Any, dict]:
     from models import parity
 
     x, y, x_test, y_test = parity_inputs(spec, seed)
+    inputs = x if isinstance(x, dict) else {spec.input_name: x}
     with tempfile.TemporaryDirectory() as tmp:
         torch_fn = torch_loader(art.mar, Path(tmp))
-        torch_probs = batched(torch_fn, x)
-    tf_probs = batched(load_savedmodel(art.savedmodel, spec), x)
-    result = parity.compare(torch_probs, tf_probs)
+        torch_out = batched(torch_fn, inputs)
+    tf_out = batched(load_savedmodel(art.savedmodel, spec), inputs)
+    result = parity.compare_outputs(spec, torch_out, tf_out)
     report: dict[str, Any] = {"model": spec.name, "synthetic": spec.synthetic, **result.as_dict()}
     if y is not None:
-        n_train = len(x) - len(x_test)
+        torch_probs, tf_probs = torch_out[spec.output_name], tf_out[spec.output_name]
+        n_train = len(y) - len(x_test)
         report["accuracy"] = {
             "held_out_rows": len(x_test),
-            "held_out_fraction": round(len(x_test) / len(x), 3),
+            "held_out_fraction": round(len(x_test) / len(y), 3),
             "torchserve_export": float((torch_probs[n_train:].argmax(-1) == y_test).mean()),
             "tensorflow_export": float((tf_probs[n_train:].argmax(-1) == y_test).mean()),
         }
     return result, report
 
 
-def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEED, force: bool = False) -> dict:
-    spec = get_spec(name)
+def build_zoo(spec: ModelSpec, art: Artifacts, seed: int) -> dict:
+    """Train (or seed) the zoo model here and write both artifacts from the one set of weights."""
+    import torch
+
+    from models.mapping import to_tf_weights
+
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    zoo = zoo_module(spec.name)
+    model = zoo.build_torch()
+    training = zoo.train(model, seed)
+    model.eval()
+    torch.save(model.state_dict(), art.weights)
+    build_mar(spec, art, ROOT / "models" / "zoo" / f"{spec.name}.py", art.weights)
+    build_savedmodel(spec, zoo.tf_logits, to_tf_weights(model.state_dict()), art.savedmodel, getattr(zoo, "tf_preprocess", None))
+    return training
+
+
+def pack_imported(spec: ModelSpec, art: Artifacts) -> dict:
+    """Your two artifacts as they are: the PyTorch side packed with the generic handler, the
+    SavedModel copied into TF Serving's <base>/<name>/<version>/ layout."""
+    fmt = spec.pytorch["format"]
+    weights = spec.path(spec.pytorch.get("weights", ""))
+    if not spec.pytorch.get("weights") or not weights.is_file():
+        raise ExportError(f"model {spec.name!r}: pytorch.weights {spec.pytorch.get('weights')!r} is not a file")
+    model_file = None
+    if fmt == "state_dict":
+        if not spec.pytorch.get("model_file") or not spec.pytorch.get("class"):
+            raise ExportError(f"model {spec.name!r}: pytorch.format 'state_dict' needs pytorch.model_file and pytorch.class")
+        model_file = spec.path(spec.pytorch["model_file"])
+        if not model_file.is_file():
+            raise ExportError(f"model {spec.name!r}: pytorch.model_file {str(model_file)!r} is not a file")
+    saved = spec.path(spec.tensorflow["savedmodel"])
+    if not (saved / "saved_model.pb").is_file():
+        raise ExportError(f"model {spec.name!r}: tensorflow.savedmodel {str(saved)!r} is not a SavedModel directory (no saved_model.pb)")
+    build_mar(spec, art, model_file, weights)
+    shutil.copytree(saved, art.savedmodel)
+    return {"trained": False, "note": f"imported: PyTorch {fmt} + SavedModel signature {spec.signature!r}"}
+
+
+def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEED, force: bool = False, spec: ModelSpec | None = None) -> dict:
+    """Build one model's artifacts and prove parity. Everything is written under a staging folder
+    first and moved into the model store only once parity holds, so a failure leaves the store
+    (models/build/) exactly as it was."""
+    spec = spec or get_spec(name)
     art = Artifacts(build, name, spec.version)
-    fp = fingerprint(name, seed)
+    fp = fingerprint(spec, seed)
     if not force and art.complete():
         manifest = json.loads(art.manifest.read_text())
         if manifest.get("fingerprint") == fp:
             return {**manifest, "cached": True}
 
-    import torch
-
     from models import parity
-    from models.mapping import to_tf_weights
 
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    zoo = zoo_module(name)
-    model = zoo.build_torch()
-    training = zoo.train(model, seed)
-    model.eval()
-
-    art.work.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), art.weights)
-    art.spec_json.write_text(spec.to_json())
-    build_mar(spec, art)
-    build_savedmodel(spec, zoo.tf_logits, to_tf_weights(model.state_dict()), art.savedmodel)
-
-    result, report = measure_parity(spec, art, seed)
-    art.parity.write_text(json.dumps(report, indent=2))
-    parity.check(result, name)
-    floor = ACCURACY_FLOOR.get(name)
-    if floor is not None:
-        worst = min(report["accuracy"]["torchserve_export"], report["accuracy"]["tensorflow_export"])
-        if worst < floor:
-            raise ExportError(f"{name}: held-out accuracy {worst:.4f} is below the floor {floor}")
-
-    manifest = {
-        "model": name,
-        "fingerprint": fp,
-        "seed": seed,
-        "synthetic": spec.synthetic,
-        "training": training,
-        "parity": report,
-        "mar": str(art.mar.relative_to(build)),
-        "savedmodel": str(art.savedmodel.relative_to(build)),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    art.manifest.write_text(json.dumps(manifest, indent=2))
+    build.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=build))
+    try:
+        stage = Artifacts(staging, name, spec.version)
+        stage.work.mkdir(parents=True)
+        stage.spec_json.write_text(spec.to_json())
+        training = build_zoo(spec, stage, seed) if spec.zoo else pack_imported(spec, stage)
+        result, report = measure_parity(spec, stage, seed)
+        stage.parity.write_text(json.dumps(report, indent=2))
+        parity.check(result, name)
+        floor = ACCURACY_FLOOR.get(name) if spec.zoo else None
+        if floor is not None:
+            worst = min(report["accuracy"]["torchserve_export"], report["accuracy"]["tensorflow_export"])
+            if worst < floor:
+                raise ExportError(f"{name}: held-out accuracy {worst:.4f} is below the floor {floor}")
+        manifest = {
+            "model": name,
+            "fingerprint": fp,
+            "seed": seed,
+            "synthetic": spec.synthetic,
+            "training": training,
+            "parity": report,
+            "versions": {"torch": metadata.version("torch"), "tensorflow": metadata.version("tensorflow")},
+            "mar": str(art.mar.relative_to(build)),
+            "savedmodel": str(art.savedmodel.relative_to(build)),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        stage.manifest.write_text(json.dumps(manifest, indent=2))
+        install(stage, art)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return {**manifest, "cached": False}
+
+
+def install(stage: Artifacts, art: Artifacts) -> None:
+    """Move a staged model into the store: its work folder, archive and SavedModel version."""
+    for src, dst in ((stage.savedmodel, art.savedmodel), (stage.mar, art.mar), (stage.work, art.work)):  # the work folder (manifest.json) last: it marks the model complete
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
+        shutil.move(str(src), str(dst))

@@ -93,12 +93,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from twinserve.cli import _models
+    from twinserve.cli import models_arg
 
     services = ("torchserve", "tfserving", "gateway")
 
     p = sub.add_parser("up", help="start TorchServe, the TF backend and the gateway natively; return when ready")
-    p.add_argument("--models", type=_models, help="comma-separated models (default: TWINSERVE_MODELS or all)")
+    p.add_argument("--models", type=models_arg(), help="comma-separated models (default: TWINSERVE_MODELS or all)")
     p.add_argument("--services", nargs="+", choices=services, default=list(services))
     p.add_argument("--tf-backend", choices=("auto", "binary", "compat"), help="which TF backend (default: auto)")
     p.add_argument("--no-export", action="store_true", help="do not export missing artifacts first")

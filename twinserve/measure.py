@@ -323,7 +323,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
-    from twinserve.cli import _models, choices_list
+    from twinserve.cli import choices_list, models_arg
 
     _targets = choices_list(TARGETS, "target")
 
@@ -363,7 +363,7 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
             raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=http://host:port with NAME one of torchserve, tfserving, gateway")
         return value
 
-    p.add_argument("--models", type=_models, default=defaults.get("models", ["tabular"]), help="comma-separated models")
+    p.add_argument("--models", type=models_arg(), default=defaults.get("models", ["tabular"]), help="comma-separated models")
     p.add_argument("--targets", type=_targets, default=list(COMPARISON), help=f"comma-separated, from {', '.join(TARGETS)} (default: the first four)")
     p.add_argument("--profile", choices=("closed", "open", "ramp"), default="closed", help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective")
     p.add_argument("--users", type=positive, default=defaults.get("users", 16))

@@ -24,9 +24,9 @@ from gateway.schemas import (
     error_responses,
     request_body,
 )
-from gateway.validation import explain_targets, parse_json, v1_instances
+from gateway.validation import encode_inputs, explain_targets, parse_json, raw_input, v1_inputs
 from models import explain as ig
-from models.spec import ModelSpec
+from models.spec import ModelSpec, TensorSpec
 
 TAGS = ["V1 (TensorFlow Serving REST)"]
 router = APIRouter(tags=TAGS)  # the administrative routes; the inference routes are in routes()
@@ -38,11 +38,22 @@ def backend_param(names: list[str]) -> dict:
 
 
 async def inference(spec: ModelSpec, call: Call) -> tuple[Inference, dict]:
-    """The body read within its limit and its rows validated against the spec: (inference, parsed body)."""
+    """The body read within its limit and its inputs validated against the spec: (inference, parsed
+    body). A JSON body is forwarded as the client sent it; a raw one (an image as the body, for a
+    model with one bytes input, as TorchServe's image classifiers take it) is sent on as V1 JSON."""
     raw = await call.read()
-    body = parse_json(raw)
-    rows, row_format = v1_instances(body, spec)
-    return Inference(spec, rows, raw, row_format), body
+    if is_json(call.content_type) or not (len(spec.inputs) == 1 and spec.inputs[0].is_bytes):
+        body = parse_json(raw)
+        inputs, row_format = v1_inputs(body, spec)
+        return Inference(spec, inputs, raw, row_format), body
+    inputs = raw_input(raw, spec)
+    return Inference(spec, inputs, encode_inputs(inputs, spec), True), {}
+
+
+def is_json(content_type: str) -> bool:
+    """JSON unless the client says otherwise: curl's default form type and a missing header count as JSON."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind in ("", "application/json", "application/x-www-form-urlencoded", "text/plain") or kind.endswith("+json")
 
 
 async def predict(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
@@ -56,10 +67,12 @@ async def predict(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
 
 async def compare(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
     inf, _ = await inference(spec, call)
-    return 200, orjson.dumps(await plane.compare(inf, call.rid)), {}
+    return 200, orjson.dumps(await plane.compare(inf, call.rid), option=orjson.OPT_SERIALIZE_NUMPY), {}
 
 
 async def explain(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
+    if not spec.explainable:
+        raise GatewayError(501, "not_implemented", f"model {spec.name!r} has no explanation: Integrated Gradients is served for the zoo's classifiers over one float input (an `explain` signature in the SavedModel)")
     inf, body = await inference(spec, call)
     targets = explain_targets(body, len(inf.rows), spec)
     if call.query.get("compare", "").lower() in ("1", "true", "yes"):
@@ -131,6 +144,10 @@ def routes(backends: list[str]) -> list[Route]:
     ]
 
 
+def tensor_info(t: TensorSpec) -> dict:
+    return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+
+
 def model_info(plane: DataPlane, name: str, states: dict[str, str]) -> dict:
     spec = plane.spec(name)
     return {
@@ -139,6 +156,9 @@ def model_info(plane: DataPlane, name: str, states: dict[str, str]) -> dict:
         "dtype": spec.dtype,
         "shape": list(spec.shape),
         "output_name": spec.output_name,
+        "inputs": [tensor_info(t) for t in spec.inputs],
+        "outputs": [tensor_info(t) for t in spec.outputs],
+        "explainable": spec.explainable,
         "labels": list(spec.labels),
         "synthetic": spec.synthetic,
         "description": spec.description,

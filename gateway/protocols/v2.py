@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.core import Call, Reply, Route
-from gateway.dataplane import DataPlane, Inference, v1_body
+from gateway.dataplane import DataPlane, Inference
 from gateway.errors import GatewayError, bad_request
 from gateway.http import served_headers
 from gateway.protocols.v1 import backend_param
 from gateway.schemas import V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2Ready, V2ServerMetadata, INFERENCE_ERRORS, error_responses, request_body
-from gateway.validation import outputs_of, parse_json, to_array
-from models.spec import ModelSpec
+from gateway.validation import Tensors, batch_size, encode_inputs, outputs_of, parse_json, to_array, to_tensor
+from models.spec import ModelSpec, TensorSpec
 from models import __version__
 
 TAGS = ["V2 (Open Inference Protocol)"]
@@ -28,31 +30,71 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def parse_infer(body: object, spec: ModelSpec) -> tuple[np.ndarray, str | None]:
+def parse_infer(body: object, spec: ModelSpec) -> tuple[Tensors, str | None, list[str] | None]:
+    """A V2 infer body -> (inputs by name, the client's id, the outputs asked for or None for all)."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise bad_request("V2 infer body must be an object with an 'inputs' list")
-    inputs = body["inputs"]
-    if len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise bad_request(f"model {spec.name!r} takes exactly one input tensor, {spec.input_name!r}")
-    tensor = inputs[0]
-    if tensor.get("name") != spec.input_name:
-        raise bad_request(f"input tensor must be named {spec.input_name!r}; got {tensor.get('name')!r}")
+    names = [t.name for t in spec.inputs]
+    given: dict[str, dict] = {}
+    for tensor in body["inputs"]:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise bad_request("each entry of 'inputs' must be an object with a 'name'")
+        if tensor["name"] not in names:
+            raise bad_request(f"unknown input tensor {tensor['name']!r}; model {spec.name!r} takes {names}", "unknown_input")
+        if tensor["name"] in given:
+            raise bad_request(f"input tensor {tensor['name']!r} is given twice")
+        given[tensor["name"]] = tensor
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise bad_request(f"missing input tensor {missing[0]!r}; model {spec.name!r} takes {names}", "missing_input")
+    inputs = {t.name: parse_tensor(given[t.name], t, spec) for t in spec.inputs}
+    batch_size(inputs)
+    request_id = body.get("id")
+    wanted = None
+    if isinstance(body.get("outputs"), list):
+        wanted = [o.get("name") for o in body["outputs"] if isinstance(o, dict)]
+        unknown = [w for w in wanted if w not in {t.name for t in spec.outputs}]
+        if unknown:
+            raise bad_request(f"unknown output {unknown[0]!r}; model {spec.name!r} has {[t.name for t in spec.outputs]}", "unknown_output")
+    return inputs, request_id if isinstance(request_id, str) else None, wanted
+
+
+def parse_tensor(tensor: dict, t: TensorSpec, spec: ModelSpec) -> object:
+    """One V2 input: its datatype must be the spec's (numbers may come as another numeric type),
+    its shape [N, *shape], its data that many values, flat or nested."""
+    where = f"input {t.name!r}"
     datatype = tensor.get("datatype")
-    if datatype not in NUMERIC:
-        raise bad_request(f"datatype {datatype!r} is not supported; send FP32 (or another numeric type)", "invalid_dtype")
+    if t.is_bytes:
+        if datatype != "BYTES":
+            raise bad_request(f"{where} takes BYTES; got datatype {datatype!r}", "invalid_dtype")
+    elif datatype not in NUMERIC and datatype != "BOOL":
+        raise bad_request(f"{where}: datatype {datatype!r} is not supported; send {t.v2_datatype}", "invalid_dtype")
+    elif (datatype == "BOOL") != (t.dtype == "bool"):
+        raise bad_request(f"{where} takes {t.v2_datatype}; got datatype {datatype!r}", "invalid_dtype")
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise bad_request("'shape' must be a list of non-negative integers")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise bad_request(f"{where}: 'shape' must be a list of non-negative integers")
     data = tensor.get("data")
     if not isinstance(data, list):
-        raise bad_request("'data' must be a list")
+        raise bad_request(f"{where}: 'data' must be a list")
+    if t.is_bytes:
+        flat = flatten(data)
+        if len(shape) != 1 or shape[0] != len(flat):
+            raise bad_request(f"{where}: a BYTES input takes shape [N] with N values; got shape {shape} and {len(flat)} values", "invalid_shape")
+        # an image is not UTF-8: V2's JSON carries it base64-encoded (the binary extension is not served)
+        return to_tensor(flat, spec, t, where, plain_is_b64=t.max_pixels is not None)
     values = to_flat(data)
     expected = int(np.prod(shape)) if shape else 1
     if values.size != expected:
-        raise bad_request(f"'data' holds {values.size} values but 'shape' {shape} needs {expected}", "invalid_shape")
-    arr = to_array(values.reshape(shape), spec, "data")
-    request_id = body.get("id")
-    return arr, request_id if isinstance(request_id, str) else None
+        raise bad_request(f"{where}: 'data' holds {values.size} values but 'shape' {shape} needs {expected}", "invalid_shape")
+    return to_array(values.reshape(shape), spec, where, t)
+
+
+def flatten(data: list) -> list:
+    out: list = []
+    for v in data:
+        out.extend(flatten(v) if isinstance(v, list) else [v])
+    return out
 
 
 def to_flat(data: list) -> np.ndarray:
@@ -62,23 +104,30 @@ def to_flat(data: list) -> np.ndarray:
         raise bad_request("'data' must be a flat or rectangular list of numbers") from None
     if arr.dtype.kind == "O":
         raise bad_request("'data' must be a flat or rectangular list of numbers")
-    if arr.dtype.kind not in "fiu":
+    if arr.dtype.kind not in "fiub":
         raise bad_request("'data' must hold numbers", "invalid_dtype")
     return arr.reshape(-1)
 
 
 async def infer(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
-    """V2 infer: the tensor validated, sent to a stack as V1 rows, its answer re-shaped as V2 outputs."""
-    rows, client_id = parse_infer(parse_json(await call.read()), spec)
-    served = await plane.infer(Inference(spec, rows, v1_body(rows), True), call.override, call.rid)
+    """V2 infer: the tensors validated, sent to a stack as V1 JSON, its answer re-shaped as V2 outputs."""
+    inputs, client_id, wanted = parse_infer(parse_json(await call.read()), spec)
+    served = await plane.infer(Inference(spec, inputs, encode_inputs(inputs, spec), len(spec.inputs) == 1), call.override, call.rid)
     result = served.result
-    probs = outputs_of(result.body, result.backend)
+    answer = outputs_of(result.body, result.backend, spec)
+    outputs = []
+    for t in spec.outputs:
+        if wanted is not None and t.name not in wanted:
+            continue
+        value = answer[t.name]
+        data = [base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in value.reshape(-1).tolist()] if t.is_bytes else value.reshape(-1)
+        outputs.append({"name": t.name, "shape": list(value.shape), "datatype": t.v2_datatype, "data": data})
     body = {
         "model_name": spec.name,
         "model_version": str(spec.version),
         "id": client_id or call.rid,
         "parameters": {"backend": result.backend, **({"failover_from": served.failover_from} if served.failover_from else {})},
-        "outputs": [{"name": spec.output_name, "shape": list(probs.shape), "datatype": "FP32", "data": probs.reshape(-1)}],
+        "outputs": outputs,
     }
     call.outcome.backend = result.backend
     return 200, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), served_headers(result.backend, result.seconds, served.failover_from)
@@ -109,8 +158,8 @@ async def model_metadata(model: str, request: Request) -> Response:
             "name": spec.name,
             "versions": [str(spec.version)],
             "platform": "twinserve (" + " + ".join(plane.names) + ")",
-            "inputs": [{"name": spec.input_name, "datatype": "FP32", "shape": [-1, *spec.shape]}],
-            "outputs": [{"name": spec.output_name, "datatype": "FP32", "shape": [-1, spec.num_classes]}],
+            "inputs": [{"name": t.name, "datatype": t.v2_datatype, "shape": [-1, *t.shape]} for t in spec.inputs],
+            "outputs": [{"name": t.name, "datatype": t.v2_datatype, "shape": [-1, *t.shape]} for t in spec.outputs],
         }
     )
 
