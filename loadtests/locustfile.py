@@ -4,7 +4,7 @@ Headless (what `twinserve bench` runs) or by hand with the web UI:
 
     TWINSERVE_LOAD_MODEL=tabular locust -f loadtests/locustfile.py --host http://127.0.0.1:8080 TorchServeDirect
 
-Environment: TWINSERVE_LOAD_MODEL (digits|tabular|resnet), TWINSERVE_LOAD_INSTANCES (rows per
+Environment: TWINSERVE_LOAD_MODEL (a model of the manifest), TWINSERVE_LOAD_INSTANCES (rows per
 request, default 1), TWINSERVE_LOAD_RATE_PER_USER (requests/s per user: a fixed arrival rate;
 0 = closed loop, each user sends as soon as its previous answer arrives).
 
@@ -43,8 +43,8 @@ from models.spec import get_spec  # noqa: E402
 MODEL = os.environ.get("TWINSERVE_LOAD_MODEL", "tabular")
 INSTANCES = int(os.environ.get("TWINSERVE_LOAD_INSTANCES", "1"))
 RATE = float(os.environ.get("TWINSERVE_LOAD_RATE_PER_USER", "0"))
-NUM_CLASSES = get_spec(MODEL).num_classes
-SHAPE = get_spec(MODEL).shape
+SPEC = get_spec(MODEL)
+SHAPE = SPEC.shape
 BODIES = bodies(MODEL, INSTANCES)
 HEADERS = {"Content-Type": "application/json"}
 
@@ -89,7 +89,7 @@ class _PredictUser(FastHttpUser):
         self.path = TARGETS[self.target].path(MODEL)
 
     def check(self, content: bytes) -> str | None:
-        return check_answer(content, INSTANCES, NUM_CLASSES)
+        return check_answer(content, INSTANCES, SPEC)
 
     @task
     def predict(self) -> None:

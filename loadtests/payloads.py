@@ -1,4 +1,6 @@
-"""The request bodies every target gets: real dataset rows for digits and tabular, seeded inputs for resnet.
+"""The request bodies every target gets: real dataset rows for digits and tabular, every other
+model's sample inputs (models/samples.py: your .npz, the image model's JPEG photos, or generated
+from the spec), the same inputs parity was measured on.
 
 Built once per load process and cycled, so generating load costs no JSON
 encoding per request. No torch or TensorFlow import: scikit-learn ships the data.
@@ -6,9 +8,12 @@ encoding per request. No torch or TensorFlow import: scikit-learn ships the data
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import orjson
 
+from models import samples
 from models.spec import ModelSpec, get_spec
 
 SEED = 1234
@@ -28,19 +33,38 @@ def rows(spec: ModelSpec, count: int = 256) -> np.ndarray:
     return x[:count]
 
 
+def inputs(spec: ModelSpec, count: int = 256) -> dict[str, np.ndarray]:
+    if spec.name in ("digits", "tabular", "resnet") and spec.zoo:
+        return {spec.input_name: rows(spec, count)}
+    return samples.inputs(spec, SEED)
+
+
+def value(v: object) -> object:
+    return {"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else v
+
+
 def bodies(model: str, instances: int, count: int = 64) -> list[bytes]:
-    """`count` V1 bodies of `instances` rows each, taken in turn from the data."""
+    """`count` V1 bodies of `instances` instances each, taken in turn from the data: rows of one
+    input, or objects naming every input; bytes as {"b64": ...}."""
     spec = get_spec(model)
-    data = rows(spec, max(256, instances))
+    data = inputs(spec, max(256, instances))
+    size = len(next(iter(data.values())))
     out = []
     for i in range(count):
-        idx = [(i * instances + j) % len(data) for j in range(instances)]
-        out.append(orjson.dumps({"instances": data[idx]}, option=orjson.OPT_SERIALIZE_NUMPY))
+        idx = [(i * instances + j) % size for j in range(instances)]
+        if len(spec.inputs) == 1 and not spec.inputs[0].is_bytes:
+            body: object = {"instances": data[spec.input_name][idx]}
+        elif len(spec.inputs) == 1:
+            body = {"instances": [value(data[spec.input_name][j]) for j in idx]}
+        else:
+            body = {"instances": [{t.name: value(data[t.name][j]) for t in spec.inputs} for j in idx]}
+        out.append(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
     return out
 
 
-def check_answer(content: bytes, instances: int, num_classes: int) -> str | None:
-    """None when the answer has the right shape and is a probability vector per row, else what is wrong."""
+def check_answer(content: bytes, instances: int, spec: ModelSpec) -> str | None:
+    """None when the answer has one prediction per instance (for a classifier, a probability
+    vector per row; with several outputs, an object naming each), else what is wrong."""
     try:
         data = orjson.loads(content)
         preds = data["predictions"]
@@ -48,11 +72,17 @@ def check_answer(content: bytes, instances: int, num_classes: int) -> str | None
         return "answer has no 'predictions'"
     if not isinstance(preds, list) or len(preds) != instances:
         return f"expected {instances} rows of predictions, got {len(preds) if isinstance(preds, list) else type(preds).__name__}"
-    for row in preds:
-        if not isinstance(row, list) or len(row) != num_classes:
-            return f"expected {num_classes} probabilities per row"
-        if abs(sum(row) - 1.0) > 1e-3:
-            return "probabilities do not sum to 1"
+    if len(spec.outputs) > 1:
+        names = {t.name for t in spec.outputs}
+        if not all(isinstance(row, dict) and set(row) == names for row in preds):
+            return f"expected every prediction to name the outputs {sorted(names)}"
+        return None
+    if spec.classifier:
+        for row in preds:
+            if not isinstance(row, list) or len(row) != spec.num_classes:
+                return f"expected {spec.num_classes} probabilities per row"
+            if abs(sum(row) - 1.0) > 1e-3:
+                return "probabilities do not sum to 1"
     return None
 
 

@@ -10,8 +10,8 @@ import sys
 import httpx
 import numpy as np
 
-from loadtests.payloads import bodies
-from models.spec import MODEL_NAMES, get_spec
+from loadtests.payloads import bodies, check_answer
+from models.spec import get_spec
 
 
 def check(gateway: str) -> list[str]:
@@ -19,7 +19,7 @@ def check(gateway: str) -> list[str]:
     with httpx.Client(base_url=gateway, timeout=30) as client:
         ready = client.get("/readyz").json()
         print(f"gateway ready: {ready['ready']}; TF backend: {ready['implementations'].get('tfserving')}")
-        for model in MODEL_NAMES:
+        for model in ready.get("models", {}):  # the models this gateway serves
             spec = get_spec(model)
             body = bodies(model, 2, count=1)[0]
             answers = {}
@@ -28,13 +28,16 @@ def check(gateway: str) -> list[str]:
                 if r.status_code != 200 or r.headers.get("x-backend") != backend:
                     problems.append(f"{model} via {backend}: HTTP {r.status_code} {r.text[:200]}")
                     continue
-                answers[backend] = np.asarray(r.json()["predictions"])
-                if answers[backend].shape != (2, spec.num_classes):
-                    problems.append(f"{model} via {backend}: shape {answers[backend].shape}")
+                problem = check_answer(r.content, 2, spec)
+                if problem:
+                    problems.append(f"{model} via {backend}: {problem}")
+                    continue
+                preds = r.json()["predictions"]
+                answers[backend] = np.concatenate([np.ravel(row[t.name] if len(spec.outputs) > 1 else row).astype(np.float64) for row in preds for t in spec.outputs])
             if len(answers) == 2:
                 diff = float(np.abs(answers["torchserve"] - answers["tfserving"]).max())
                 print(f"{model:8s} torchserve and tfserving agree: max |diff| {diff:.2e}")
-                if diff > 1e-4:
+                if diff > spec.tolerance:
                     problems.append(f"{model}: the stacks disagree by {diff}")
     return problems
 

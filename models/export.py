@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from models import samples
 from models.spec import ModelSpec, get_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ HANDLER = ROOT / "services" / "torchserve" / "handler.py"
 DEFAULT_SEED = 20261125
 PARITY_ROWS = 512
 ACCURACY_FLOOR = {"digits": 0.95, "tabular": 0.90}
-SOURCES = ["models/spec.py", "models/explain.py", "models/training.py", "models/tfops.py", "models/mapping.py", "models/export.py", "services/torchserve/handler.py"]
+SOURCES = ["models/spec.py", "models/samples.py", "models/explain.py", "models/training.py", "models/tfops.py", "models/mapping.py", "models/export.py", "services/torchserve/handler.py"]
 
 
 class ExportError(RuntimeError):
@@ -133,32 +134,7 @@ def parity_inputs(spec: ModelSpec, seed: int) -> tuple[Any, np.ndarray | None, A
             return rng.random((PARITY_ROWS, *spec.shape), dtype=np.float32), None, None, None
         x_train, x_test, y_train, y_test = split
         return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]), x_test, y_test
-    return sample_inputs(spec, seed), None, None, None
-
-
-def sample_inputs(spec: ModelSpec, seed: int, count: int = 64) -> dict[str, np.ndarray]:
-    """Your model's parity inputs: the manifest's samples .npz (one array per input name), else
-    generated from the spec (floats in [0, 1), integers in [0, 10), booleans; -1 dimensions as 4)."""
-    if spec.samples:
-        path = spec.path(spec.samples)
-        with np.load(path, allow_pickle=False) as data:
-            missing = [t.name for t in spec.inputs if t.name not in data.files]
-            if missing:
-                raise ExportError(f"model {spec.name!r}: samples file {path} has no array {missing[0]!r} (it holds {data.files})")
-            return {t.name: data[t.name].astype(t.numpy_dtype) if not t.is_bytes else data[t.name].astype(object) for t in spec.inputs}
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for t in spec.inputs:
-        shape = (count, *(4 if d < 0 else d for d in t.shape))
-        if t.is_bytes:
-            raise ExportError(f"model {spec.name!r}: input {t.name!r} takes bytes, which cannot be generated: give 'samples', an .npz of real inputs")
-        if t.dtype == "bool":
-            out[t.name] = rng.random(shape) < 0.5
-        elif t.dtype.startswith(("int", "uint")):
-            out[t.name] = rng.integers(0, 10, shape).astype(t.numpy_dtype)
-        else:
-            out[t.name] = rng.random(shape).astype(t.numpy_dtype)
-    return out
+    return samples.inputs(spec, seed), None, None, None
 
 
 def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np.ndarray], path: Path, preprocess: Callable | None = None) -> None:

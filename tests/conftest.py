@@ -14,6 +14,10 @@ from models.spec import MODEL_NAMES  # noqa: E402
 from twinserve.supervisor import free_port, group_members  # noqa: E402,F401  (re-exported for the tests)
 
 
+OWN_MODEL = "pairnet"
+ZOO = "digits,tabular,resnet"
+
+
 @pytest.fixture(scope="session")
 def build_dir() -> Path:
     """The default build folder with every model exported (a cache hit when up to date)."""
@@ -22,7 +26,32 @@ def build_dir() -> Path:
     return DEFAULT_BUILD
 
 
-def stack_settings(run_dir: Path, build: Path, models: str = "digits,tabular,resnet", **extra: object):
+@pytest.fixture(scope="session")
+def own_model(build_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A model that is not in the zoo (PairNet: float32 [4] and int64 [3] in, two outputs), written
+    with PyTorch and TensorFlow and imported the user's way, `twinserve import`, into a copy of the
+    manifest. The session's stack serves it beside the zoo (TWINSERVE_MANIFEST, inherited by every
+    process the tests start)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.ownmodel import MODEL_FILE, write_pair
+
+    folder = tmp_path_factory.mktemp("own")
+    manifest = folder / "twinserve.toml"
+    shutil.copy(Path(__file__).resolve().parent.parent / "twinserve.toml", manifest)
+    weights, saved, samples = write_pair(folder / "src")
+    cmd = [sys.executable, "-m", "twinserve.cli", "--manifest", str(manifest), "import", "--name", OWN_MODEL,
+           "--pytorch", str(weights), "--savedmodel", str(saved), "--model-file", str(MODEL_FILE), "--class", "PairNet",
+           "--samples", str(samples), "--out", str(build_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    os.environ["TWINSERVE_MANIFEST"] = str(manifest)
+    return {"manifest": manifest, "output": proc.stdout, "samples": samples}
+
+
+def stack_settings(run_dir: Path, build: Path, models: str = ZOO, **extra: object):
     """Settings for a native stack on free loopback ports, so tests never clash with a running `twinserve up`."""
     from twinserve.settings import StackSettings
 
@@ -43,11 +72,12 @@ def stack_settings(run_dir: Path, build: Path, models: str = "digits,tabular,res
 
 
 @pytest.fixture(scope="session")
-def stack(build_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """TorchServe, the TF backend and the gateway, started once by the project's own launcher."""
+def stack(build_dir: Path, own_model: dict, tmp_path_factory: pytest.TempPathFactory):
+    """TorchServe, the TF backend and the gateway, started once by the project's own launcher,
+    serving the zoo and the imported model."""
     from twinserve import stack as native
 
-    settings = stack_settings(tmp_path_factory.mktemp("run"), build_dir)
+    settings = stack_settings(tmp_path_factory.mktemp("run"), build_dir, models=f"{ZOO},{OWN_MODEL}")
     started = native.up(settings)
     pgids = [svc.pgid for svc in started.values()]
     try:

@@ -70,6 +70,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     """Your model pair into the manifest: what was read, what was given, parity, where it went."""
     from models.export import ExportError
     from models.importer import ImportProblem, import_model
+    from models.samples import SampleError
     from models.parity import ParityError
     from models.spec import ManifestError, manifest_path
 
@@ -84,7 +85,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 signature=args.signature, model_file=Path(args.model_file) if args.model_file else None,
                 class_name=args.class_name, options=options,
             )
-    except (ImportProblem, ManifestError, ExportError) as exc:
+    except (ImportProblem, ManifestError, ExportError, SampleError) as exc:
         console.print(f"[red]import failed[/red]: {exc}")
         return 2
     except ParityError as exc:
@@ -148,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = manifest_flag(argv)
     if manifest:  # before models.spec reads it; every process started from here inherits it
         os.environ["TWINSERVE_MANIFEST"] = str(Path(manifest).resolve())
-    from models.spec import ManifestError
+    try:
+        from models.spec import ManifestError  # reads the manifest
+    except ValueError as exc:  # a ManifestError raised while reading it
+        print(f"twinserve: bad manifest: {exc}", file=sys.stderr)
+        return 2
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

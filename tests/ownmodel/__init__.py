@@ -34,7 +34,7 @@ def write_pair(folder: Path, seed: int = 7, skew: float = 0.0) -> tuple[Path, Pa
             self.fc_b = tf.constant(w["fc.bias"])
             self.emb = tf.constant(w["embedding.weight"])
             self.head_w = tf.constant(w["head.weight"].T)
-            self.head_b = tf.constant(w["head.bias"] + np.float32(skew))
+            self.head_b = tf.constant(w["head.bias"] + np.float32(skew) * np.arange(3, dtype=np.float32))  # not a uniform shift, which softmax ignores
 
         @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="features"), tf.TensorSpec([None, 3], tf.int64, name="tokens")])
         def serve(self, features: tf.Tensor, tokens: tf.Tensor) -> dict:

@@ -1,0 +1,182 @@
+"""Your own model through the user's path: import (parity), up, predictions on both stacks in V1 rows,
+V1 columns and V2, bad input named, a short bench whose report lists it; and an import that fails
+parity leaves the manifest and the model store as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import OWN_MODEL
+from tests.ownmodel import MODEL_FILE, write_pair
+
+BACKENDS = ("torchserve", "tfserving")
+
+
+def expected(own_model: dict, features: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """PairNet's outputs computed here with numpy from the imported weights (the TF SavedModel's own math)."""
+    import torch
+
+    state = torch.load(Path(own_model["samples"]).parent / "pairnet.pt", weights_only=True)
+    w = {k: v.numpy().astype(np.float64) for k, v in state.items()}
+    hidden = np.tanh(features @ w["fc.weight"].T + w["fc.bias"] + w["embedding.weight"][tokens].mean(axis=1))
+    logits = hidden @ w["head.weight"].T + w["head.bias"]
+    scores = np.exp(logits - logits.max(-1, keepdims=True))
+    return {"hidden": hidden, "scores": scores / scores.sum(-1, keepdims=True)}
+
+
+@pytest.fixture(scope="module")
+def rows(own_model: dict) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(own_model["samples"]) as data:
+        return data["features"][:5], data["tokens"][:5]
+
+
+def test_import_reads_the_signature_and_proves_parity(own_model: dict, build_dir: Path) -> None:
+    out = own_model["output"]
+    assert "features: float32 [4]" in out and "tokens: int64 [3]" in out
+    assert "hidden: float32 [8]" in out and "scores: float32 [3]" in out
+    assert "parity ✔" in out
+    text = own_model["manifest"].read_text()
+    assert f"[models.{OWN_MODEL}]" in text and 'format = "state_dict"' in text
+    assert (build_dir / "model-store" / f"{OWN_MODEL}.mar").is_file()
+    assert (build_dir / "tfserving" / OWN_MODEL / "1" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_v1_rows_columns_and_v2_on_both_stacks(urls: dict, own_model: dict, rows: tuple, backend: str) -> None:
+    features, tokens = rows
+    want = expected(own_model, features, tokens)
+    g = urls["gateway"]
+    r = httpx.post(f"{g}/v1/models/{OWN_MODEL}:predict", params={"backend": backend}, json={"instances": [{"features": f.tolist(), "tokens": t.tolist()} for f, t in zip(features, tokens)]}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-backend"] == backend, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 5 and set(preds[0]) == {"hidden", "scores"}
+    for name in ("hidden", "scores"):
+        np.testing.assert_allclose([p[name] for p in preds], want[name], atol=1e-5)
+
+    r = httpx.post(f"{g}/v1/models/{OWN_MODEL}:predict", params={"backend": backend}, json={"inputs": {"features": features.tolist(), "tokens": tokens.tolist()}}, timeout=30)
+    assert r.status_code == 200, r.text
+    outputs = r.json()["outputs"]
+    for name in ("hidden", "scores"):
+        np.testing.assert_allclose(outputs[name], want[name], atol=1e-5)
+
+    body = {"inputs": [
+        {"name": "features", "datatype": "FP32", "shape": [5, 4], "data": features.reshape(-1).tolist()},
+        {"name": "tokens", "datatype": "INT64", "shape": [5, 3], "data": tokens.reshape(-1).tolist()},
+    ]}
+    r = httpx.post(f"{g}/v2/models/{OWN_MODEL}/infer", params={"backend": backend}, json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    got = {o["name"]: o for o in r.json()["outputs"]}
+    assert got["scores"]["shape"] == [5, 3] and got["hidden"]["datatype"] == "FP32"
+    for name in ("hidden", "scores"):
+        np.testing.assert_allclose(np.reshape(got[name]["data"], got[name]["shape"]), want[name], atol=1e-5)
+
+
+def test_metadata_and_compare_describe_the_model(urls: dict, rows: tuple) -> None:
+    g = urls["gateway"]
+    meta = httpx.get(f"{g}/v2/models/{OWN_MODEL}", timeout=10).json()
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}, {"name": "tokens", "datatype": "INT64", "shape": [-1, 3]}]
+    assert {o["name"] for o in meta["outputs"]} == {"hidden", "scores"}
+    listed = {m["name"]: m for m in httpx.get(f"{g}/v1/models", timeout=10).json()["models"]}
+    assert listed[OWN_MODEL]["inputs"][1] == {"name": "tokens", "dtype": "int64", "shape": [3]}
+    assert listed[OWN_MODEL]["backends"] == {"torchserve": "READY", "tfserving": "READY"}
+    features, tokens = rows
+    cmp = httpx.post(f"{g}/v1/models/{OWN_MODEL}:compare", json={"inputs": {"features": features.tolist(), "tokens": tokens.tolist()}}, timeout=30).json()
+    assert cmp["max_abs_diff"] <= 1e-4 and cmp["classes_agree"] is None
+    r = httpx.post(f"{g}/v1/models/{OWN_MODEL}:explain", json={"inputs": {"features": features.tolist(), "tokens": tokens.tolist()}}, timeout=30)
+    assert r.status_code == 501 and "no explanation" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body, kind, fragment",
+    [
+        ({"instances": [{"features": [1.0, 2.0, 3.0, 4.0]}]}, "missing_input", "'tokens'"),
+        ({"instances": [{"features": [1.0, 2.0, 3.0, 4.0], "tokens": [1, 2, 3], "mask": [1]}]}, "unknown_input", "'mask'"),
+        ({"instances": [{"features": [1.0, 2.0, 3.0, 4.0], "tokens": [1.5, 2, 3]}]}, "invalid_dtype", "'tokens' takes int64"),
+        ({"instances": [{"features": [1.0, 2.0, 3.0], "tokens": [1, 2, 3]}]}, "invalid_shape", "'features'"),
+        ({"instances": [{"features": [[1.0, 2.0, 3.0, 4.0]], "tokens": [1, 2, 3]}]}, "invalid_shape", "'features'"),
+        ({"inputs": {"features": [[1.0, 2.0, 3.0, 4.0]] * 2, "tokens": [[1, 2, 3]]}}, "invalid_shape", "same number of instances"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_input(urls: dict, body: dict, kind: str, fragment: str) -> None:
+    r = httpx.post(f"{urls['gateway']}/v1/models/{OWN_MODEL}:predict", json=body, timeout=10)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == kind and fragment in error["message"], error
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_stacks_refuse_bad_input_themselves(urls: dict, backend: str) -> None:
+    """Straight to each stack, past the gateway: a wrong dtype and a missing input are clean 400s."""
+    base = urls["torchserve"] + f"/predictions/{OWN_MODEL}" if backend == "torchserve" else urls["tfserving"] + f"/v1/models/{OWN_MODEL}:predict"
+    for body in ({"instances": [{"features": [1.0, 2.0, 3.0, 4.0], "tokens": ["a", "b", "c"]}]}, {"instances": [{"features": [1.0, 2.0, 3.0, 4.0]}]}):
+        r = httpx.post(base, json=body, timeout=10)
+        assert r.status_code == 400, r.text
+        assert "tokens" in r.json()["error"]
+
+
+def test_a_short_bench_reports_the_model(stack, urls: dict, tmp_path: Path) -> None:
+    from loadtests import bench, report
+    from loadtests.targets import COMPARISON
+    from twinserve.supervisor import Supervisor
+
+    cfg = bench.BenchConfig(
+        models=[OWN_MODEL], targets=list(COMPARISON), urls={k: urls[k] for k in ("torchserve", "tfserving", "gateway")},
+        out=tmp_path, users=2, spawn_rate=2, duration_s=2, warmup_s=1, repetitions=1,
+    )
+    pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
+    summary = bench.summarise(cfg, bench.run(cfg, pgids))
+    summary["environment"] = {"versions": {}, "machine": {"cpu_count": 2, "time": "t"}, "tfserving_implementation": "twinserve-tf-compat"}
+    summary["stack"] = {}
+    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
+    summary["locust_dir"] = str(tmp_path / "locust")
+    written = report.write(summary, tmp_path)
+    results = [r for r in summary["results"] if r["model"] == OWN_MODEL]
+    assert {r["target"] for r in results} == set(COMPARISON)
+    for r in results:
+        assert sum(rep["requests"] for rep in r["repetitions"]) > 0
+        assert sum(rep["failures"] for rep in r["repetitions"]) == 0, r
+    assert any(OWN_MODEL in Path(p).read_text() for p in written.values() if str(p).endswith((".md", ".html")))
+
+
+def tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_import_that_fails_parity_changes_nothing(own_model: dict, tmp_path: Path) -> None:
+    """A TF model that is not the PyTorch one: exit 1 with each output's difference and the first
+    disagreeing input; the manifest and the model store are byte for byte as before."""
+    manifest = tmp_path / "twinserve.toml"
+    shutil.copy(own_model["manifest"], manifest)
+    build = tmp_path / "build"
+    (build / "model-store").mkdir(parents=True)
+    (build / "model-store" / "keep.mar").write_bytes(b"already here")
+    before_manifest, before_store = manifest.read_bytes(), tree(build)
+    weights, saved, samples = write_pair(tmp_path / "src", skew=0.5)
+    cmd = [sys.executable, "-m", "twinserve.cli", "--manifest", str(manifest), "import", "--name", "skewed",
+           "--pytorch", str(weights), "--savedmodel", str(saved), "--model-file", str(MODEL_FILE), "--class", "PairNet",
+           "--samples", str(samples), "--out", str(build)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "300"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "scores: max |diff|" in out and "hidden: max |diff|" in out and "first disagreeing input #0" in out
+    assert manifest.read_bytes() == before_manifest
+    assert tree(build) == before_store
+    assert not (tmp_path / "imports").exists()
+
+
+def test_a_manifest_error_names_the_entry_and_the_field(tmp_path: Path) -> None:
+    manifest = tmp_path / "twinserve.toml"
+    manifest.write_text('[models.mine]\npytorch = { format = "torchscript", weights = "m.pt" }\ntensorflow = { savedmodel = "sm" }\n'
+                        'inputs = [{ name = "x", dtype = "complex64", shape = [3] }]\noutputs = [{ name = "y", dtype = "float32", shape = [1] }]\n')
+    proc = subprocess.run([sys.executable, "-m", "twinserve.cli", "--manifest", str(manifest), "export"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "model 'mine': inputs 'x' has dtype 'complex64'" in proc.stderr and "Traceback" not in proc.stderr
