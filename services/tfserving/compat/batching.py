@@ -6,7 +6,12 @@ first task, and runs on one of `num_batch_threads` threads. A task never spans
 two batches here: one larger than the execution size runs alone (TF Serving
 would split it when large-batch splitting is on; the outputs are the same).
 A batch whose run fails is run again task by task, so that a request the model
-refuses fails alone and the others of its batch are still answered.
+refuses (say, bytes that are not a JPEG for a graph that decodes one) fails alone,
+with its own error, and the others of its batch are still answered. This is
+deliberately kinder than TensorFlow Serving, whose BatchingSession::ProcessBatch
+gives every task of the batch the batch's status (tensorflow/serving,
+tensorflow_serving/batching/batching_session.cc, the `MakeCleanup` that copies
+`status` to each task): there one malformed request fails its neighbours too.
 """
 
 from __future__ import annotations
@@ -73,7 +78,10 @@ class Batcher:
         return self._loop_task
 
     async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = next(iter(inputs.values())).shape[0]
+        sizes = {a.shape[0] for a in inputs.values()}
+        if len(sizes) > 1:  # rows are split back by the 0th dimension: it must be one size
+            raise invalid(f"Batching session Run() input tensors must have equal 0th-dimension size, got {sorted(sizes)}")
+        rows = sizes.pop()
         if rows > self.params.max_batch_size:
             raise invalid(f"Task size {rows} is larger than maximum input batch size {self.params.max_batch_size}")
         if self.queued_rows + rows > self.capacity_rows:
@@ -142,6 +150,8 @@ class Batcher:
                 # one task's values may be what the model refused: run each task alone, so that a
                 # malformed request fails by itself and its neighbours are still served
                 for t in batch:
+                    if t.future.done():  # its caller has gone: nothing to run it for
+                        continue
                     try:
                         _settle(t, result=await loop.run_in_executor(self.pool, self.call, t.inputs))
                     except Exception as single:

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 
 from services.tfserving.compat import metrics
 from services.tfserving.compat.batching import Batcher, BatchingParameters
-from services.tfserving.compat.errors import ServingError
+from services.tfserving.compat.errors import ServingError, from_graph
 from services.tfserving.compat.registry import Registry, Servable
 
 IMPLEMENTATION = "twinserve-tf-compat"
@@ -49,11 +49,11 @@ class Engine:
             status = exc.code
             raise
         except Exception as exc:
-            if type(exc).__name__ == "InvalidArgumentError":  # bad values the graph itself rejects
-                status = "INVALID_ARGUMENT"
-                raise ServingError(status, str(getattr(exc, "message", exc)).splitlines()[0][:300]) from exc
-            status = "INTERNAL"
-            raise ServingError("INTERNAL", f"model execution failed: {type(exc).__name__}") from exc
+            # an error of the graph keeps its code (InvalidArgumentError: bad values the graph itself
+            # rejects → INVALID_ARGUMENT) with its root cause only; anything else is ours: INTERNAL
+            error = from_graph(exc, servable.name, list(sig.inputs)) or ServingError("INTERNAL", f"model execution failed: {type(exc).__name__}")
+            status = error.code
+            raise error from exc
         finally:
             metrics.observe(servable.name, api, status, time.perf_counter() - started)
 

@@ -139,9 +139,14 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
         outputs = sorted(fn.structured_outputs)
         batchable = bool(inputs) and all(len(t.shape) >= 1 and t.shape[0] is None for t in inputs.values())
         signatures[sig_name] = Signature(sig_name, inputs, outputs, _wrap(fn, outputs), batchable)
-        # warm up: trace and allocate once, so the first client does not pay for it
-        if batchable:
-            signatures[sig_name].call({k: np.zeros((1, *t.shape[1:]), t.dtype) for k, t in inputs.items()})
+        # warm up: trace and allocate once, so the first client does not pay for it. Only with numeric
+        # inputs (no string can be invented that every model accepts, an image decoder refuses b"") and
+        # best effort: a model that refuses zeros still loads, as it would in TF Serving
+        if batchable and all(t.dtype.kind != "O" for t in inputs.values()):
+            try:
+                signatures[sig_name].call({k: np.zeros((1, *t.shape[1:]), t.dtype) for k, t in inputs.items()})
+            except Exception:  # noqa: BLE001  (the first request reports what is wrong with it)
+                pass
     servable = Servable(name, version, path, signatures, _load_signature_defs(path))
     servable._keepalive = loaded  # type: ignore[attr-defined]
     return servable

@@ -1,7 +1,31 @@
-"""TF Serving's JSON tensor formats: row ("instances") and columnar ("inputs") in, "predictions"/"outputs" out."""
+"""TF Serving's JSON tensor formats: row ("instances") and columnar ("inputs") in, "predictions"/"outputs" out.
+
+String (DT_STRING) tensors follow TF Serving's REST API (tensorflow_serving/g3doc/api_rest.md, "Encoding
+binary values", "Output of binary values", "JSON mapping"; its implementation
+tensorflow_serving/util/json_tensor.cc):
+
+- In: a string input's value is either a JSON string, taken as its UTF-8 bytes, or an object holding
+  exactly one key `b64` whose value is a string, `{"b64": "<base64>"}`, decoded to raw bytes
+  (json_tensor.cc `IsValBase64Object`, `JsonDecodeBase64Object`). The decoding is abseil's
+  `Base64Unescape`: standard alphabet, whitespace ignored, padding optional; anything else is
+  INVALID_ARGUMENT "Unable to base64 decode" (here naming the input). A `{"b64": ...}` object is a
+  value, never an object of named inputs: `{"instances": [{"b64": "..."}]}` feeds a signature's only
+  input, and `{"inputs": {"b64": "..."}}` is a scalar (`FillTensorMapFromInstancesList`'s
+  `IsElementObject`, `FillTensorMapFromInputsMap`).
+- Out: a DT_STRING output whose name ends in `_bytes` is written `{"b64": "<base64>"}`, any other
+  DT_STRING output as a plain JSON string (json_tensor.cc `IsNamedTensorBytes`: `dtype == DT_STRING &&
+  EndsWith(name, "_bytes")`). TF Serving writes the bytes of a plain string output unchecked (not
+  valid JSON when they are not UTF-8); here bytes that are not UTF-8 are decoded with U+FFFD
+  replacement characters, so the answer is always valid JSON.
+
+Only string inputs and outputs take the per-value Python path; numeric tensors go through numpy and
+orjson whole, as before.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -50,7 +74,95 @@ def finite(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
+def is_b64(value: Any) -> bool:
+    """`{"b64": "<string>"}` and nothing else: TF Serving's binary value (json_tensor.cc `IsValBase64Object`)."""
+    return type(value) is dict and len(value) == 1 and type(value.get("b64")) is str
+
+
+def b64decode(text: str) -> bytes:
+    """abseil's Base64Unescape, which TF Serving uses: standard alphabet, ASCII whitespace skipped,
+    padding optional ('=' or '.'), but when present exactly the right amount. Raises ValueError."""
+    if not text.isalnum():  # the common case (no '+', '/', '=', whitespace) skips the clean-up
+        text = "".join(text.split()).replace(".", "=")
+    data = text.rstrip("=")
+    expected = (0, -1, 2, 1)[len(data) % 4]  # padding a complete encoding has; -1: a dangling character
+    padding = len(text) - len(data)
+    if expected < 0 or padding not in (0, expected):
+        raise ValueError("Unable to base64 decode")
+    try:
+        return base64.b64decode(data + "=" * expected, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("Unable to base64 decode") from None
+
+
+def _string_value(value: Any, info: TensorInfo, where: str, index: int) -> bytes:
+    if type(value) is str:
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(f"{where}: input '{info.name}', value {index}: the string is not valid Unicode (lone surrogate)") from None
+    if is_b64(value):
+        try:
+            return b64decode(value["b64"])
+        except ValueError as exc:
+            raise invalid(f"{where}: input '{info.name}', value {index}: {exc}") from None
+    if isinstance(value, dict):
+        raise invalid(f'{where}: input \'{info.name}\', value {index}: not formatted correctly for base64 data: expected {{"b64": "<base64 string>"}} and no other key')
+    kind = "null" if value is None else "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else type(value).__name__
+    raise invalid(f"{where}: input '{info.name}' expects DT_STRING values (a string or {{\"b64\": ...}}), got a JSON {kind} at value {index}")
+
+
+def _strings(value: Any, info: TensorInfo, where: str) -> np.ndarray:
+    """A DT_STRING tensor from JSON: the shape read along the first elements, then every list checked
+    against it and every leaf converted (json_tensor.cc `GetDenseTensorShape`, `FillTensorProto`)."""
+    shape: list[int] = []
+    probe = value
+    while type(probe) is list:
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    flat: list[bytes] = []
+    rank = len(shape)
+
+    def fill(v: Any, level: int) -> None:
+        if type(v) is list:
+            if level >= rank or len(v) != shape[level]:
+                raise invalid(f"{where}: tensor for input '{info.name}' is ragged: every dimension must have a fixed size")
+            for item in v:
+                fill(item, level + 1)
+        elif level != rank:
+            raise invalid(f"{where}: tensor for input '{info.name}' is ragged: every dimension must have a fixed size")
+        else:
+            flat.append(_string_value(v, info, where, len(flat)))
+
+    try:
+        fill(value, 0)
+    except RecursionError:
+        raise invalid(f"{where}: tensor for input '{info.name}' is nested too deeply") from None
+    arr = np.empty(len(flat), dtype=object)
+    arr[:] = flat
+    return arr.reshape(shape)
+
+
+def check_shape(arr: np.ndarray, info: TensorInfo, where: str = "") -> np.ndarray:
+    """The signature's shape (unknown dimensions match any size) and a non-empty batch, on REST and
+    gRPC alike, before the request is batched: a TF 2 signature does not check shapes itself (a wrong
+    one fails deep in the graph, with a message about some node, or fails the whole batch it joined)."""
+    expected = info.shape
+    if len(expected) != arr.ndim or any(e is not None and e != a for e, a in zip(expected, arr.shape)):
+        shown = [-1 if e is None else e for e in expected]
+        prefix = f"{where}: " if where else ""
+        raise invalid(f"{prefix}input '{info.name}' has shape {list(arr.shape)}, which does not match the signature's {shown}")
+    if arr.ndim and arr.shape[0] == 0:
+        prefix = f"{where}: " if where else ""
+        raise invalid(f"{prefix}input '{info.name}' is an empty batch")
+    return arr
+
+
 def _tensor(value: Any, info: TensorInfo, where: str) -> np.ndarray:
+    if info.dtype.kind == "O":  # DT_STRING
+        return check_shape(_strings(value, info, where), info, where)
     try:
         arr = np.array(value)
     except (ValueError, RecursionError):
@@ -67,13 +179,7 @@ def _tensor(value: Any, info: TensorInfo, where: str) -> np.ndarray:
     with np.errstate(over="ignore"):  # beyond the input's float range becomes inf, refused below
         arr = arr.astype(info.dtype, copy=False)
     finite(arr, f"{where}: input '{info.name}'")
-    expected = info.shape
-    if len(expected) != arr.ndim or any(e is not None and e != a for e, a in zip(expected, arr.shape)):
-        shown = [-1 if e is None else e for e in expected]
-        raise invalid(f"{where}: input '{info.name}' has shape {list(arr.shape)}, which does not match the signature's {shown}")
-    if arr.ndim and arr.shape[0] == 0:
-        raise invalid(f"{where}: input '{info.name}' is an empty batch")
-    return arr
+    return check_shape(arr, info, where)
 
 
 def decode(body: Any, sig: Signature) -> tuple[dict[str, np.ndarray], bool]:
@@ -90,7 +196,7 @@ def decode(body: Any, sig: Signature) -> tuple[dict[str, np.ndarray], bool]:
         rows = body["instances"]
         if not isinstance(rows, list) or not rows:
             raise invalid("'instances' must be a non-empty JSON list")
-        if isinstance(rows[0], dict):
+        if isinstance(rows[0], dict) and not is_b64(rows[0]):
             try:
                 columns = {n: [r[n] for r in rows] for n in names}
             except (KeyError, TypeError):
@@ -102,7 +208,7 @@ def decode(body: Any, sig: Signature) -> tuple[dict[str, np.ndarray], bool]:
         tensors = {n: _tensor(columns[n], sig.inputs[n], "instances") for n in names}
     else:
         data = body["inputs"]
-        if isinstance(data, dict):
+        if isinstance(data, dict) and not is_b64(data):
             unknown = sorted(set(data) - set(names))
             if unknown or set(data) != set(names):
                 raise invalid(f"'inputs' must name exactly the signature's inputs {names}, got {sorted(data)}")
@@ -117,7 +223,27 @@ def decode(body: Any, sig: Signature) -> tuple[dict[str, np.ndarray], bool]:
     return tensors, has_instances
 
 
+def _strings_json(arr: np.ndarray, as_bytes: bool) -> Any:
+    """A DT_STRING output as nested lists: `{"b64": ...}` per value for a `_bytes` output, else text."""
+    if as_bytes:
+        flat: list[Any] = [{"b64": base64.b64encode(v).decode("ascii")} for v in arr.ravel()]
+    else:
+        flat = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.ravel()]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(arr.shape).tolist()
+
+
 def encode(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
+    finite_values, strings = True, False
+    for v in outputs.values():  # one look per output, never per value
+        kind = v.dtype.kind
+        if kind == "f":
+            finite_values = finite_values and bool(np.isfinite(v).all())
+        elif kind == "O":  # DT_STRING
+            strings = True
+    if strings:
+        outputs = {k: _strings_json(v, k.endswith("_bytes")) if v.dtype.kind == "O" else v for k, v in outputs.items()}  # type: ignore[misc]
     names = list(outputs)
     if row_format:
         if len(names) == 1:
@@ -127,7 +253,7 @@ def encode(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
             body = {"predictions": [{k: outputs[k][i] for k in names} for i in range(n)]}
     else:
         body = {"outputs": outputs[names[0]] if len(names) == 1 else outputs}
-    if all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f"):
+    if finite_values:
         return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     # TF Serving writes NaN / Infinity tokens; orjson would write null
     return json.dumps(body, default=lambda a: a.tolist()).encode()
