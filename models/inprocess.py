@@ -22,7 +22,8 @@ def inprocess_throughput(build: Path, model: str, batch: int, seconds: float = 3
 
     spec = get_spec(model)
     art = Artifacts(build, model)
-    x = np.resize(parity_inputs(spec, DEFAULT_SEED)[0], (batch, *spec.shape)).astype(np.float32)
+    x = parity_inputs(spec, DEFAULT_SEED)[0]
+    x = {k: v[np.arange(batch) % len(v)] for k, v in x.items()} if isinstance(x, dict) else x[np.arange(batch) % len(x)].astype(np.float32)
     torch.set_num_threads(1)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
