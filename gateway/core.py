@@ -37,7 +37,7 @@ Reply = tuple[int, bytes, dict[str, str]]
 JSON = (b"content-type", b"application/json")
 
 # the request headers any route here reads; the others are not decoded
-WANTED = frozenset({b"content-length", b"x-request-id", b"x-backend", b"x-api-key", b"authorization"})
+WANTED = frozenset({b"content-length", b"content-type", b"x-request-id", b"x-backend", b"x-api-key", b"authorization"})
 # liveness and readiness stay open to probes when API keys are on, like /healthz and /readyz
 OPEN_PREFIXES = ("/v2/health/",)
 PROTECTED_PREFIXES = ("/v1/", "/v2")

@@ -121,14 +121,11 @@ def source_files(spec: ModelSpec) -> list[Path]:
 
 def parity_inputs(spec: ModelSpec, seed: int) -> tuple[Any, np.ndarray | None, Any, np.ndarray | None]:
     """(all inputs, all labels, held-out inputs, held-out labels): real rows where the zoo model has a
-    dataset, its own sample inputs where it has them (`samples(seed)`), your manifest's samples .npz,
-    or inputs generated from the spec. A single-input zoo model's inputs are one array; every other
+    dataset, seeded rows for resnet, and models/samples.py's inputs for the rest (the image model's
+    photos, your manifest's samples .npz, or inputs generated from the spec). A single-input zoo model's inputs are one array; every other
     model's are a dict of arrays by input name."""
-    if spec.zoo:
-        zoo = zoo_module(spec.name)
-        if hasattr(zoo, "samples"):
-            return {spec.input_name: zoo.samples(seed)}, None, None, None
-        split = zoo.dataset(seed)
+    if spec.zoo and not spec.inputs[0].is_bytes:
+        split = zoo_module(spec.name).dataset(seed)
         if split is None:
             rng = np.random.default_rng(seed)
             return rng.random((PARITY_ROWS, *spec.shape), dtype=np.float32), None, None, None
@@ -161,6 +158,7 @@ def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np
         def serve(self, x: tf.Tensor) -> dict:
             return {spec.output_name: self.probabilities(preprocess(x) if preprocess else x)}
 
+    class Explainable(Exported):
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None, *spec.shape], tf.float32, name=spec.input_name),
@@ -172,7 +170,8 @@ def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np
             target = tf.where(target < 0, predicted, target)
             return {ig.ATTRIBUTIONS: tfops.integrated_gradients(lambda z: logits_fn(self.w, z), x, target), ig.TARGET_INPUT: target}
 
-    module = Exported()
+    # saving traces every tf.function of the module: the explain one exists only where it applies
+    module = Explainable() if spec.explainable else Exported()
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,11 @@ TensorFlow.
 
 from __future__ import annotations
 
+import io
+import math
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from models.spec import ModelSpec
@@ -59,6 +64,71 @@ def from_npz(spec: ModelSpec) -> dict[str, np.ndarray]:
     return out
 
 
-def jpeg_photos(seed: int) -> np.ndarray:
-    """Real photos as JPEG bytes: scikit-learn's two bundled photos and seeded variations of them."""
-    raise SampleError("jpeg samples: not yet")
+JPEG_SAMPLES = 28
+
+
+def jpeg_photos(seed: int, count: int = JPEG_SAMPLES) -> np.ndarray:
+    """Real photos as JPEG bytes (a numpy object array), deterministic for a seed: scikit-learn's two
+    bundled photos (china, flower; 427x640) as shipped, then seeded variations: crops of 15-100% of
+    the area at aspect ratios 3:5 to 5:3, flips, rescalings by x0.3 to x1.6 (one 800x600 and one
+    160x120 for certain), two converted to grayscale (still 3-channel), re-encoded by Pillow at JPEG
+    qualities 60-95 with 4:4:4, 4:2:2 or 4:2:0 chroma, some progressive. Nothing is downloaded."""
+    rng = np.random.default_rng(seed)
+    originals = photos()
+    out: list[bytes] = [raw for _, raw in originals]
+    fixed_size = {2: (800, 600), 3: (160, 120)}  # bigger than 224 in both dimensions; smaller in both
+    gray = {7, 18}
+    for i in range(2, count):
+        image, _ = originals[i % 2]
+        varied = augment(image, rng, size=fixed_size.get(i), gray=i in gray)
+        out.append(encode_jpeg(varied, int(rng.integers(60, 96)), int(rng.integers(0, 3)), progressive=bool(rng.random() < 0.25)))
+    result = np.empty(len(out), dtype=object)
+    result[:] = out
+    return result
+
+
+def calibration_images(seed: int, count: int, size: int) -> list[bytes]:
+    """Square crops of the bundled photos as JPEG bytes (the image model's BatchNorm calibration)."""
+    rng = np.random.default_rng(seed)
+    originals = photos()
+    return [encode_jpeg(augment(originals[i % 2][0], rng, size=(size, size), gray=bool(rng.random() < 0.1)), int(rng.integers(60, 96))) for i in range(count)]
+
+
+def photos() -> list[tuple[Any, bytes]]:
+    """scikit-learn's sample photos: (RGB PIL image, the original JPEG file's bytes)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    bunch = load_sample_images()
+    return [(Image.fromarray(array), Path(filename).read_bytes()) for array, filename in zip(bunch.images, bunch.filenames)]
+
+
+def encode_jpeg(image: Any, quality: int, subsampling: int = 2, progressive: bool = False) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality, subsampling=subsampling, progressive=progressive)
+    return buf.getvalue()
+
+
+def augment(image: Any, rng: np.random.Generator, size: tuple[int, int] | None = None, gray: bool = False) -> Any:
+    """A random crop (15-100% of the area, aspect 3:5 to 5:3), maybe flipped, rescaled to `size` or by x0.3 to x1.6."""
+    from PIL import Image
+
+    w, h = image.size
+    for _ in range(20):
+        area = rng.uniform(0.15, 1.0) * w * h
+        aspect = math.exp(rng.uniform(math.log(3 / 5), math.log(5 / 3)))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 16 <= cw <= w and 16 <= ch <= h:
+            break
+    else:
+        cw, ch = w, h
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    out = image.crop((left, top, left + cw, top + ch))
+    if rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if size is None:
+        scale = rng.uniform(0.3, 1.6)
+        size = (max(32, round(cw * scale)), max(32, round(ch * scale)))
+    resample = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)[int(rng.integers(0, 3))]
+    out = out.resize(size, resample=resample)
+    return out.convert("L").convert("RGB") if gray else out

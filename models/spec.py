@@ -193,7 +193,7 @@ def _entry(name: str, raw: Any, base: Path) -> ModelSpec:
         raise ManifestError(f"model {name!r}: a model name is letters, digits, '_' and '-', starting with a letter")
     if not isinstance(raw, dict):
         raise ManifestError(f"model {name!r}: must be a table")
-    known = {"description", "labels", "synthetic", "value_range", "max_batch", "version", "tolerance", "inputs", "outputs", "pytorch", "tensorflow", "samples", "explainable"}
+    known = {"description", "labels", "classes", "synthetic", "value_range", "max_batch", "version", "tolerance", "inputs", "outputs", "pytorch", "tensorflow", "samples", "explainable"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ManifestError(f"model {name!r}: field {unknown[0]!r} is not known (fields: {', '.join(sorted(known))})")
@@ -224,6 +224,11 @@ def _entry(name: str, raw: Any, base: Path) -> ModelSpec:
     labels = raw.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise ManifestError(f"model {name!r}: field 'labels' must be a list of strings")
+    classes = raw.get("classes")
+    if classes is not None:  # many classes, no names: class_0, class_1, ...
+        if labels or not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+            raise ManifestError(f"model {name!r}: field 'classes' is a count of at least 2, given instead of 'labels'")
+        labels = [f"class_{i}" for i in range(classes)]
     value_range = raw.get("value_range")
     return ModelSpec(
         name=name,
@@ -269,7 +274,6 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
 
 SPECS: dict[str, ModelSpec] = load_manifest()
 MODEL_NAMES: tuple[str, ...] = tuple(SPECS)
-ZOO_NAMES: tuple[str, ...] = ("digits", "tabular", "resnet")
 
 
 def get_spec(name: str) -> ModelSpec:

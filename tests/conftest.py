@@ -15,7 +15,8 @@ from twinserve.supervisor import free_port, group_members  # noqa: E402,F401  (r
 
 
 OWN_MODEL = "pairnet"
-ZOO = "digits,tabular,resnet"
+ROW_MODELS = ("digits", "tabular", "resnet")  # the zoo's models of one float input, sent as rows
+ZOO = ",".join([*ROW_MODELS, "mobilenet"])
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +111,8 @@ def samples(build_dir: Path) -> dict:
     from models.spec import SPECS
 
     out = {}
-    for name, spec in SPECS.items():
+    for name in ROW_MODELS:
+        spec = SPECS[name]
         x = parity_inputs(spec, DEFAULT_SEED)[0][:32].astype(np.float32)
         expected = load_savedmodel(Artifacts(build_dir, name).savedmodel, spec)(x)
         out[name] = (x, expected)

@@ -16,7 +16,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from gateway.errors import GatewayError
 from gateway.validation import parse_json, v1_instances
-from models.spec import MODEL_NAMES, SPECS
+from models.spec import SPECS
+from tests.conftest import ROW_MODELS
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 # the 5xx a healthy gateway may pass on: a stack's own failure, named as such, with the stack named
@@ -82,7 +83,7 @@ leaves = st.one_of(numbers, st.text(max_size=3), st.booleans(), st.none())
 nested = st.recursive(leaves, lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=3), max_leaves=40)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ROW_MODELS)
 @given(body=st.dictionaries(st.sampled_from(["instances", "inputs", "signature_name", "x"]), nested, max_size=3))
 @settings(max_examples=150, deadline=None)
 def test_validation_accepts_exactly_the_valid_bodies(name: str, body: dict) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 import orjson
 import pytest
 
-from models.spec import MODEL_NAMES, SPECS
+from models.spec import SPECS
+from tests.conftest import ROW_MODELS
 
 
 def post(url: str, body: object, **kw: object) -> httpx.Response:
@@ -22,7 +23,7 @@ def post(url: str, body: object, **kw: object) -> httpx.Response:
     return httpx.post(url, content=content, timeout=30, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ROW_MODELS)
 @pytest.mark.parametrize("backend", ["torchserve", "tfserving"])
 def test_predict_every_model_through_each_backend(urls: dict, samples: dict, name: str, backend: str) -> None:
     x, expected = samples[name]
@@ -42,7 +43,7 @@ def test_backend_header_and_columnar_form(urls: dict, samples: dict) -> None:
     assert r.status_code == 200 and r.headers["x-backend"] == "torchserve"  # the default fixed primary
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ROW_MODELS)
 def test_v2_infer_flat_and_nested(urls: dict, samples: dict, name: str) -> None:
     spec = SPECS[name]
     x, expected = samples[name]
@@ -84,10 +85,10 @@ def test_compare_returns_both_and_their_agreement(urls: dict, samples: dict) -> 
     assert body["classes_agree"] is True
 
 
-def test_model_listing_health_and_readiness(urls: dict) -> None:
+def test_model_listing_health_and_readiness(stack, urls: dict) -> None:
     g = urls["gateway"]
     models = httpx.get(f"{g}/v1/models").json()["models"]
-    assert [m["name"] for m in models] == list(MODEL_NAMES)
+    assert [m["name"] for m in models] == stack.model_list
     assert all(m["backends"] == {"torchserve": "READY", "tfserving": "READY"} for m in models)
     one = httpx.get(f"{g}/v1/models/resnet").json()
     assert one["synthetic"] is True and one["shape"] == [32, 32, 3]

@@ -15,10 +15,11 @@ import torch
 from models import parity
 from models.export import Artifacts, build_savedmodel, export_model, load_savedmodel, load_torch_from_mar, measure_parity, zoo_module
 from models.mapping import to_tf_weights
-from models.spec import MODEL_NAMES, SPECS
+from models.spec import SPECS
+from tests.conftest import ROW_MODELS
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ROW_MODELS)
 def test_export_writes_both_artifacts_and_parity(build_dir: Path, name: str) -> None:
     art = Artifacts(build_dir, name)
     assert art.mar.is_file() and art.mar.stat().st_size > 0
@@ -39,7 +40,7 @@ def test_trained_models_meet_accuracy_floor(build_dir: Path) -> None:
     assert tabular["torchserve_export"] >= 0.9
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ROW_MODELS)
 def test_loaded_artifacts_agree_on_fresh_inputs(build_dir: Path, tmp_path: Path, name: str) -> None:
     """Independent of parity.json: load both artifacts back and compare on new random inputs."""
     spec = SPECS[name]

@@ -10,7 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from models.spec import MODEL_NAMES, SPECS
+from models.spec import SPECS
+from tests.conftest import ROW_MODELS
 
 
 def ts_predict(urls: dict, model: str, body: dict) -> httpx.Response:
@@ -22,7 +23,7 @@ def tf_predict(urls: dict, model: str, body: dict | bytes, path: str = "") -> ht
     return httpx.post(f"{urls['tfserving']}/v1/models/{model}{path}:predict", content=content, timeout=30)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ROW_MODELS)
 def test_both_stacks_give_the_same_predictions(urls: dict, samples: dict, name: str) -> None:
     x, expected = samples[name]
     ts = ts_predict(urls, name, {"instances": x[:8]})
