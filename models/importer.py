@@ -85,6 +85,9 @@ def pytorch_side(path: Path, model_file: Path | None, class_name: str | None, un
         path = unpack_to / meta["serializedFile"]
         if meta.get("modelFile"):
             model_file = model_file or unpack_to / meta["modelFile"]
+        packed = unpack_to / "spec.json"  # an archive twinserve packed names its class
+        if packed.is_file() and not class_name:
+            class_name = json.loads(packed.read_text()).get("pytorch", {}).get("class")
     if path.suffix == ".pt2":
         return {"format": "export", "weights": str(path)}, notes
     try:

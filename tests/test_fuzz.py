@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from gateway.errors import GatewayError
 from gateway.validation import parse_json, v1_instances
 from models.spec import SPECS
-from tests.conftest import ROW_MODELS
+from conftest import ROW_MODELS
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 # the 5xx a healthy gateway may pass on: a stack's own failure, named as such, with the stack named

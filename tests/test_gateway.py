@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from models.spec import SPECS
-from tests.conftest import ROW_MODELS
+from conftest import ROW_MODELS
 
 
 def post(url: str, body: object, **kw: object) -> httpx.Response:

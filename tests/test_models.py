@@ -16,7 +16,7 @@ from models import parity
 from models.export import Artifacts, build_savedmodel, export_model, load_savedmodel, load_torch_from_mar, measure_parity, zoo_module
 from models.mapping import to_tf_weights
 from models.spec import SPECS
-from tests.conftest import ROW_MODELS
+from conftest import ROW_MODELS
 
 
 @pytest.mark.parametrize("name", ROW_MODELS)

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import OWN_MODEL
+from conftest import OWN_MODEL
 from tests.ownmodel import MODEL_FILE, write_pair
 
 BACKENDS = ("torchserve", "tfserving")
@@ -180,3 +180,35 @@ def test_a_manifest_error_names_the_entry_and_the_field(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "twinserve.cli", "--manifest", str(manifest), "export"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "model 'mine': inputs 'x' has dtype 'complex64'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "export", "mar"])
+def test_every_pytorch_format_imports_with_parity(own_model: dict, build_dir: Path, tmp_path: Path, fmt: str) -> None:
+    """The same PairNet as TorchScript, as a torch.export program and as the TorchServe archive the
+    session's import packed: each is recognised, loaded by the handler's own loader and proven equal
+    to the SavedModel."""
+    import torch
+
+    from models.importer import import_model
+
+    weights, saved, samples = write_pair(tmp_path / "src")
+    loader = __import__("importlib.util").util.spec_from_file_location("pairnet_for_formats", MODEL_FILE)
+    module = __import__("importlib.util").util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    model = module.PairNet().eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    example = (torch.zeros(2, 4), torch.zeros(2, 3, dtype=torch.int64))
+    if fmt == "torchscript":
+        artifact = tmp_path / "pairnet_scripted.pt"
+        torch.jit.save(torch.jit.trace(model, example, strict=False), str(artifact))
+    elif fmt == "export":
+        artifact = tmp_path / "pairnet.pt2"
+        torch.export.save(torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("n")}, {0: torch.export.Dim("n")})), str(artifact))
+    else:
+        artifact = build_dir / "model-store" / f"{OWN_MODEL}.mar"
+    manifest = tmp_path / "twinserve.toml"
+    result, inferred = import_model(f"pair_{fmt}", artifact, saved, manifest, tmp_path / "build", options={"samples": str(samples)})
+    assert inferred.pytorch["format"] == {"mar": "state_dict"}.get(fmt, fmt)
+    assert [t.name for t in inferred.inputs] == ["features", "tokens"]
+    assert result["parity"]["ok"] and result["parity"]["max_abs_diff"] <= 1e-4
+    assert f"[models.pair_{fmt}]" in manifest.read_text()

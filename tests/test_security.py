@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from conftest import stack_settings
+from conftest import ZOO, stack_settings
 from gatewayutil import running_gateway
 
 from loadtests.resources import group_processes
@@ -59,7 +59,7 @@ def test_gateway_carries_torchserve_token_auth_across_expired_and_replaced_keys(
             # `twinserve status` from a shell without the stack's environment: it describes what `up`
             # started (token auth on, tabular only), not the defaults of that shell
             plain = stack_settings(settings.run_dir, build_dir)
-            assert not plain.torchserve_token_auth and plain.model_list == ["digits", "tabular", "resnet"]
+            assert not plain.torchserve_token_auth and plain.model_list == ZOO.split(",")
             row = next(r for r in native.status(plain) if r["service"] == "torchserve")
             assert row["models"] == {"tabular": "READY"}, row
             r = httpx.post(f"{g}/v1/models/tabular:predict", content=body)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from models.spec import SPECS
-from tests.conftest import ROW_MODELS
+from conftest import ROW_MODELS
 
 
 def ts_predict(urls: dict, model: str, body: dict) -> httpx.Response:

@@ -124,7 +124,7 @@ def routes(backends: list[str]) -> list[Route]:
         }, backend_label="both"),
         Route("POST", "/v1/models/{model}:explain", "explain", explain, {
             "tags": TAGS,
-            "responses": INFERENCE_ERRORS,
+            "responses": {**INFERENCE_ERRORS, 501: {"model": ErrorBody, "description": "the model has no explanation (imported models, the image model)"}},
             "summary": "Integrated Gradients attributions from one backend (or all, with ?compare=true)",
             "response_model": ExplainResponse | ExplainCompareResponse,
             "openapi_extra": {
