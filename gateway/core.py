@@ -37,7 +37,7 @@ Reply = tuple[int, bytes, dict[str, str]]
 JSON = (b"content-type", b"application/json")
 
 # the request headers any route here reads; the others are not decoded
-WANTED = frozenset({b"content-length", b"content-type", b"x-request-id", b"x-backend", b"x-api-key", b"authorization"})
+WANTED = frozenset({b"content-length", b"content-type", b"x-request-id", b"x-backend", b"x-api-key", b"authorization", b"inference-header-content-length"})
 # liveness and readiness stay open to probes when API keys are on, like /healthz and /readyz
 OPEN_PREFIXES = ("/v2/health/",)
 PROTECTED_PREFIXES = ("/v1/", "/v2")
@@ -54,6 +54,7 @@ class Call:
     read: Callable[[], Awaitable[bytes]]
     outcome: Outcome
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)  # the WANTED request headers, lower-case names
 
 
 Handler = Callable[[DataPlane, ModelSpec, Call], Awaitable[Reply]]
@@ -139,7 +140,7 @@ class Core:
             spec = plane.spec(model)
             outcome.model = model
             read = lambda: read_limited(asgi_chunks(receive), headers.get("content-length"), self.limit)  # noqa: E731
-            status, body, out = await route.handler(plane, spec, Call(model, rid, override, query, read, outcome, headers.get("content-type", "application/json")))
+            status, body, out = await route.handler(plane, spec, Call(model, rid, override, query, read, outcome, headers.get("content-type", "application/json"), headers))
         except GatewayError as exc:
             status, body, out = exc.status, exc.body(), dict(exc.headers)
             if outcome.backend == "none":
@@ -155,7 +156,8 @@ class Core:
 
 
 async def respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    raw = [JSON, (b"content-length", str(len(body)).encode())]
+    raw = [] if "Content-Type" in headers else [JSON]  # JSON unless the handler says otherwise
+    raw.append((b"content-length", str(len(body)).encode()))
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

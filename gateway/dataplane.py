@@ -14,13 +14,14 @@ import bisect
 import itertools
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 import orjson
 
-from gateway import metrics
+from gateway import metrics, stats
 from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult
 from gateway.errors import GatewayError
 from gateway.resilience import CircuitBreaker, ConcurrencyLimit
@@ -77,6 +78,7 @@ class DataPlane:
         self.in_flight = {n: metrics.IN_FLIGHT.labels(n) for n in backends}
         self.circuit_open = {n: metrics.CIRCUIT.labels(n) for n in backends}
         self.upstream = {(m, n): metrics.UPSTREAM.labels(m, n) for m in self.specs for n in backends}
+        self.stats = stats.Recorder(self.specs)  # V2's statistics extension
         for gauge in self.circuit_open.values():
             gauge.set(0)
 
@@ -164,7 +166,13 @@ class DataPlane:
         raise GatewayError(first.status, first.type, "; ".join([first.message, *failures]), first.backend, first.headers) from None
 
     async def infer(self, inf: Inference, override: str | None, request_id: str) -> Served:
-        result, failed = await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.predict(inf.spec.name, inf.body, request_id))
+        started = time.perf_counter()
+        try:
+            result, failed = await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.predict(inf.spec.name, inf.body, request_id))
+        except Exception:
+            self.stats.failure(inf.spec.name, time.perf_counter() - started)
+            raise
+        self.stats.success(inf.spec.name, inf.count, time.perf_counter() - started, result.seconds)
         self.upstream[inf.spec.name, result.backend].observe(result.seconds)
         if failed is None and self.settings.routing == "mirror" and override is None:
             self._mirror(inf, result, request_id)
@@ -227,7 +235,7 @@ class DataPlane:
         answers: dict[str, dict[str, np.ndarray]] = {}
         for name, res in zip(self.names, results):
             if isinstance(res, GatewayError):
-                out["results"][name] = {"error": {"type": res.type, "message": res.message}}
+                out["results"][name] = {"error": res.message, "type": res.type}
             elif isinstance(res, BaseException):
                 raise res
             else:
@@ -249,7 +257,7 @@ class DataPlane:
             out["classes_agree"] = None
             if not answers:
                 first_error = next(r for r in results if isinstance(r, GatewayError))
-                raise GatewayError(first_error.status, "all_backends_failed", "; ".join(f"{n}: {out['results'][n]['error']['message']}" for n in self.names), None)
+                raise GatewayError(first_error.status, "all_backends_failed", "; ".join(f"{n}: {out['results'][n]['error']}" for n in self.names), None)
         return out
 
     # state -------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""The gateway's one error shape: {"error": {"type", "message", "backend"}}, never a traceback."""
+"""The gateway's one error shape, never a traceback: {"error": "<message>", "type": ..., "backend": ...}.
+
+Both protocols define the error body as {"error": "<message>"} with a string: TF Serving's REST API
+and KServe's V2 (Triton's clients concatenate it into their exception text, and crashed on the
+object this used to be). The gateway's own detail, the machine-readable type and the backend the
+error concerns, sits beside it as sibling fields, which those clients ignore."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": {"type": self.type, "message": self.message, "backend": self.backend}})
+        return orjson.dumps({"error": self.message, "type": self.type, "backend": self.backend})
 
     def response(self, request_id: str | None = None) -> Response:
         headers = dict(self.headers)

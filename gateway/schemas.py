@@ -8,14 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
-class ErrorDetail(BaseModel):
-    type: str = Field(description="machine-readable error kind, e.g. invalid_shape, unknown_model, backend_timeout")
-    message: str
-    backend: str | None = Field(None, description="the backend the error concerns, if any")
-
-
 class ErrorBody(BaseModel):
-    error: ErrorDetail
+    """Both protocols' error body, {"error": "<message>"}, with the gateway's detail beside it."""
+
+    error: str = Field(description="what went wrong, in words (TF Serving's and KServe V2's error body)")
+    type: str = Field(description="machine-readable error kind, e.g. invalid_shape, unknown_model, backend_timeout")
+    backend: str | None = Field(None, description="the backend the error concerns, if any")
 
 
 class PredictRequest(BaseModel):
@@ -75,7 +73,8 @@ class PredictResponse(BaseModel):
 class BackendResult(BaseModel):
     predictions: list[Any] | dict[str, list[Any]] | None = Field(None, description="the one output per instance, or every output by name")
     latency_ms: float | None = None
-    error: dict[str, str] | None = None
+    error: str | None = Field(None, description="this backend's error, when it failed")
+    type: str | None = Field(None, description="its machine-readable kind")
 
 
 class CompareResponse(BaseModel):
@@ -117,18 +116,21 @@ class V2Tensor(BaseModel):
     name: str
     shape: list[int]
     datatype: Literal["FP32", "FP64", "INT32", "INT64"] | str
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(None, description="the values, flat or nested; absent when the tensor travels as binary data after the JSON header")
+    parameters: dict[str, Any] | None = Field(None, description='binary tensor data extension: {"binary_data_size": <bytes>} when the values travel as binary')
 
 
 class V2OutputRequest(BaseModel):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(None, description='binary tensor data extension: {"binary_data": true} to answer this output as binary')
 
 
 class V2InferRequest(BaseModel):
+    """The V2 infer body. With the binary tensor data extension the body is this JSON object, as many
+    bytes as the Inference-Header-Content-Length header says, followed by the binary inputs' bytes."""
+
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(None, description='{"binary_data_output": true}: every output as binary, unless the output says otherwise')
     inputs: list[V2Tensor]
     outputs: list[V2OutputRequest] | None = None
 
@@ -158,7 +160,63 @@ class V2ModelMetadata(BaseModel):
 class V2ServerMetadata(BaseModel):
     name: str
     version: str
-    extensions: list[str]
+    extensions: list[str] = Field(description="the extensions served: binary_tensor_data, model_configuration, statistics")
+
+
+class V2ConfigReshape(BaseModel):
+    shape: list[int]
+
+
+class V2ConfigTensor(BaseModel):
+    name: str
+    data_type: str = Field(description="Triton's type name: TYPE_FP32, TYPE_INT64, TYPE_STRING (V2 BYTES), ...")
+    dims: list[int] = Field(description="per instance, without the batch dimension; -1: any size")
+    reshape: V2ConfigReshape | None = Field(None, description="a scalar per instance: dims [1], reshaped to []")
+
+
+class V2ModelConfig(BaseModel):
+    """Triton's model configuration (its model_configuration extension), derived from the model's spec."""
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int = Field(description="instances per request the gateway accepts; the inputs' first dimension")
+    version_policy: dict[str, Any]
+    input: list[V2ConfigTensor]
+    output: list[V2ConfigTensor]
+    parameters: dict[str, dict[str, str]] = Field(description="Triton's string parameters; here the backends that serve the model")
+
+
+class V2DurationStat(BaseModel):
+    count: int
+    ns: int
+
+
+class V2InferenceStats(BaseModel):
+    success: V2DurationStat
+    fail: V2DurationStat
+    queue: V2DurationStat
+    compute_input: V2DurationStat
+    compute_infer: V2DurationStat
+    compute_output: V2DurationStat
+    cache_hit: V2DurationStat
+    cache_miss: V2DurationStat
+
+
+class V2ModelStat(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="milliseconds since the epoch; 0 before the first")
+    inference_count: int = Field(description="instances inferred successfully")
+    execution_count: int = Field(description="successful requests, one stack call each")
+    inference_stats: V2InferenceStats
+    batch_stats: list[Any]
+
+
+class V2ModelStats(BaseModel):
+    """Triton's statistics extension, counted by the gateway (gateway/stats.py says what each field means here)."""
+
+    model_stats: list[V2ModelStat]
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

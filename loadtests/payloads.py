@@ -103,9 +103,10 @@ def check_explanation(content: bytes, instances: int, shape: tuple[int, ...]) ->
 def describe_error(status: int, content: bytes) -> str:
     """A failure reason that says whether the error was a clear one naming a backend."""
     try:
-        error = orjson.loads(content)["error"]
+        body = orjson.loads(content)
+        error = body["error"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return f"HTTP {status} unexplained"
-    if isinstance(error, dict):
-        return f"HTTP {status} {error.get('type')} (backend {error.get('backend')})"
+    if "type" in body:  # the gateway's detail beside the protocol's {"error": "<message>"}
+        return f"HTTP {status} {body.get('type')} (backend {body.get('backend')})"
     return f"HTTP {status} {str(error)[:80]}"

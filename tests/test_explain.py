@@ -83,7 +83,7 @@ def test_named_target_is_explained(urls: dict, samples: dict) -> None:
 )
 def test_bad_explain_requests_are_400(urls: dict, body: dict, kind: str) -> None:
     r = explain(urls, "tabular", body)
-    assert r.status_code == 400 and r.json()["error"]["type"] == kind
+    assert r.status_code == 400 and r.json()["type"] == kind
 
 
 def test_torchserve_explanations_api_rejects_a_bad_target(urls: dict) -> None:

@@ -71,7 +71,7 @@ def test_backend_down_without_failover_is_a_503_naming_it(urls: dict, samples: d
     with running_gateway(**{**backends(urls), "tfserving_url": dead_url()}, primary="tfserving", failover=False) as g:
         r = httpx.post(f"{g}/v1/models/tabular:predict", content=body(samples))
     assert r.status_code == 503
-    assert r.json()["error"] == {"type": "backend_unavailable", "message": r.json()["error"]["message"], "backend": "tfserving"}
+    assert r.json() == {"error": r.json()["error"], "type": "backend_unavailable", "backend": "tfserving"} and isinstance(r.json()["error"], str)
 
 
 def test_hanging_backend_gets_a_bounded_504(urls: dict, samples: dict) -> None:
@@ -79,7 +79,7 @@ def test_hanging_backend_gets_a_bounded_504(urls: dict, samples: dict) -> None:
         started = time.monotonic()
         r = httpx.post(f"{g}/v1/models/tabular:predict", content=body(samples), timeout=30)
         elapsed = time.monotonic() - started
-    assert r.status_code == 504 and r.json()["error"]["backend"] == "tfserving"
+    assert r.status_code == 504 and r.json()["backend"] == "tfserving"
     assert elapsed < 10  # bounded by the gateway's timeout, not the client's
 
 
@@ -97,7 +97,7 @@ def test_concurrency_limit_answers_429_with_retry_after(urls: dict, samples: dic
     codes = sorted(r.status_code for r in responses)
     assert codes.count(429) == 4 and codes.count(504) == 2, codes
     limited = next(r for r in responses if r.status_code == 429)
-    assert limited.headers["retry-after"] == "1" and limited.json()["error"]["type"] == "overloaded"
+    assert limited.headers["retry-after"] == "1" and limited.json()["type"] == "overloaded"
 
 
 def test_backend_5xx_is_a_502(samples: dict) -> None:
@@ -106,8 +106,8 @@ def test_backend_5xx_is_a_502(samples: dict) -> None:
         with running_gateway(tfserving_url=tf_url, backends="tfserving", primary="tfserving", failover=False) as g:
             r = httpx.post(f"{g}/v1/models/tabular:predict", content=body(samples), timeout=30)
     assert r.status_code == 502, r.text
-    error = r.json()["error"]
-    assert error["type"] == "backend_bad_gateway" and error["backend"] == "tfserving" and "boom" in error["message"]
+    error = r.json()
+    assert error["type"] == "backend_bad_gateway" and error["backend"] == "tfserving" and "boom" in error["error"]
 
 
 def test_failover_when_a_stack_stops_mid_run_and_the_breaker_cycles(urls: dict, samples: dict, build_dir: Path, tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_gateway_carries_torchserve_token_auth_across_expired_and_replaced_keys(
         with running_gateway(**{**gw, "torchserve_key_file": "", "torchserve_token": "wrong"}) as g:
             r = httpx.post(f"{g}/v1/models/tabular:predict", content=body)
             assert r.status_code == 502, r.text
-            assert "refused the gateway's key" in r.json()["error"]["message"]
+            assert "refused the gateway's key" in r.json()["error"]
     finally:
         native.down(settings)
     assert not key_file.exists(), "TorchServe's key file outlived `twinserve down`"
