@@ -37,7 +37,7 @@ Reply = tuple[int, bytes, dict[str, str]]
 JSON = (b"content-type", b"application/json")
 
 # the request headers any route here reads; the others are not decoded
-WANTED = frozenset({b"content-length", b"content-type", b"x-request-id", b"x-backend", b"x-api-key", b"authorization", b"inference-header-content-length"})
+WANTED = frozenset({b"content-length", b"x-request-id", b"x-backend", b"x-api-key", b"authorization", b"inference-header-content-length"})
 # liveness and readiness stay open to probes when API keys are on, like /healthz and /readyz
 OPEN_PREFIXES = ("/v2/health/",)
 PROTECTED_PREFIXES = ("/v1/", "/v2")
@@ -53,7 +53,6 @@ class Call:
     query: dict[str, str]
     read: Callable[[], Awaitable[bytes]]
     outcome: Outcome
-    content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)  # the WANTED request headers, lower-case names
 
 
@@ -140,7 +139,7 @@ class Core:
             spec = plane.spec(model)
             outcome.model = model
             read = lambda: read_limited(asgi_chunks(receive), headers.get("content-length"), self.limit)  # noqa: E731
-            status, body, out = await route.handler(plane, spec, Call(model, rid, override, query, read, outcome, headers.get("content-type", "application/json"), headers))
+            status, body, out = await route.handler(plane, spec, Call(model, rid, override, query, read, outcome, headers))
         except GatewayError as exc:
             status, body, out = exc.status, exc.body(), dict(exc.headers)
             if outcome.backend == "none":

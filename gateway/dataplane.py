@@ -215,7 +215,7 @@ class DataPlane:
         try:
             shadow = await self.call(target, inf, request_id)
             diff = max_diff(outputs_of(primary.body, primary.backend, inf.spec), outputs_of(shadow.body, target, inf.spec))
-            result = "agree" if diff <= 1e-4 else "disagree"
+            result = "agree" if diff <= inf.spec.tolerance else "disagree"
             if result == "disagree":
                 log.warning("request %s: mirror disagreement on %s, max |diff| %.3g", request_id, inf.spec.name, diff)
         except GatewayError as exc:

@@ -91,12 +91,14 @@ def one_bytes(value: Any, t: TensorSpec, where: str, plain_is_b64: bool = False)
         data = bytes(value)
     elif isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str) or (plain_is_b64 and isinstance(value, str)):
         text = value["b64"] if isinstance(value, dict) else value
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise bad_request(f"{where}: input {t.name!r} is not valid base64", "invalid_base64") from None
+        data = b64decode(text)
+        if data is None:
+            raise bad_request(f"{where}: input {t.name!r} is not valid base64", "invalid_base64")
     elif isinstance(value, str):
-        data = value.encode()
+        try:
+            data = value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, which Python's JSON parser lets through
+            raise bad_request(f"{where}: input {t.name!r} is not valid UTF-8 text: send bytes as {{\"b64\": \"<base64>\"}}", "invalid_dtype") from None
     else:
         raise bad_request(f"{where}: input {t.name!r} takes bytes: send {{\"b64\": \"<base64>\"}} per instance", "invalid_dtype")
     if t.max_bytes is not None and len(data) > t.max_bytes:
@@ -104,6 +106,16 @@ def one_bytes(value: Any, t: TensorSpec, where: str, plain_is_b64: bool = False)
     if t.max_pixels is not None:
         check_image(data, t, where)
     return data
+
+
+def b64decode(text: str) -> bytes | None:
+    """Base64 as TF Serving reads it (abseil's decoder): whitespace ignored, padding optional; None
+    when it is not base64 (so `base64 photo.jpg`, wrapped at 76 columns, is accepted everywhere)."""
+    compact = "".join(text.split())
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def check_image(data: bytes, t: TensorSpec, where: str) -> None:
@@ -114,7 +126,9 @@ def check_image(data: bytes, t: TensorSpec, where: str) -> None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # more pixels than Pillow will open
+        raise GatewayError(413, "image_too_large", f"{where}: input {t.name!r} is an image of more pixels than the limit of {t.max_pixels}") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise bad_request(f"{where}: input {t.name!r} is not a decodable image (JPEG, PNG, ...)", "invalid_image") from None
     if width * height > (t.max_pixels or 0):
         raise GatewayError(413, "image_too_large", f"{where}: input {t.name!r} is a {width}x{height} image ({width * height} pixels); the limit is {t.max_pixels} pixels")

@@ -31,7 +31,7 @@ from models.spec import ModelSpec, get_spec
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD = ROOT / "models" / "build"
 HANDLER = ROOT / "services" / "torchserve" / "handler.py"
-DEFAULT_SEED = 20261125
+DEFAULT_SEED = samples.DEFAULT_SEED
 PARITY_ROWS = 512
 ACCURACY_FLOOR = {"digits": 0.95, "tabular": 0.90}
 SOURCES = ["models/spec.py", "models/samples.py", "models/explain.py", "models/training.py", "models/tfops.py", "models/mapping.py", "models/export.py", "services/torchserve/handler.py"]
@@ -98,10 +98,14 @@ def fingerprint(spec: ModelSpec, seed: int) -> str:
         digest.update(rel.encode())
         digest.update((ROOT / rel).read_bytes())
     for path in source_files(spec):
+        try:
+            stat = path.stat()
+        except OSError:
+            raise ExportError(f"model {spec.name!r}: {path}, named by the manifest, cannot be read (moved or deleted?)") from None
         digest.update(str(path).encode())
-        digest.update(str(path.stat().st_mtime_ns).encode() + str(path.stat().st_size).encode())
+        digest.update(f"{stat.st_mtime_ns}:{stat.st_size}".encode())
     digest.update(json.dumps({k: v for k, v in spec.to_dict().items() if k != "base"}, sort_keys=True).encode())
-    for dist in ("torch", "tensorflow", "torch-model-archiver", "numpy", "scikit-learn"):
+    for dist in ("torch", "tensorflow", "torch-model-archiver", "numpy", "scikit-learn", "pillow"):
         digest.update(f"{dist}={metadata.version(dist)}".encode())
     digest.update(str(seed).encode())
     return digest.hexdigest()
@@ -338,6 +342,8 @@ def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEE
 
     started = time.perf_counter()
     build.mkdir(parents=True, exist_ok=True)
+    for stale in build.glob(f".staging-{name}-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=build))
     try:
         stage = Artifacts(staging, name, spec.version)
@@ -372,7 +378,10 @@ def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEE
 
 
 def install(stage: Artifacts, art: Artifacts) -> None:
-    """Move a staged model into the store: its work folder, archive and SavedModel version."""
+    """Move a staged model into the store: its work folder, archive and SavedModel version. The old
+    manifest.json goes first, so a crash half-way leaves a model that is rebuilt, never one that
+    looks complete with mismatched artifacts."""
+    art.manifest.unlink(missing_ok=True)
     for src, dst in ((stage.savedmodel, art.savedmodel), (stage.mar, art.mar), (stage.work, art.work)):  # the work folder (manifest.json) last: it marks the model complete
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.is_dir():

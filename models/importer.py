@@ -11,6 +11,7 @@ failure leaves the manifest and the model store as they were.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 import tomli_w
 
-from models.spec import DTYPES, ManifestError, ModelSpec, TensorSpec, load_manifest, parse_manifest
+from models.spec import DTYPES, ManifestError, ModelSpec, TensorSpec, check_name, load_manifest, parse_manifest
 
 TF_DTYPES = {"float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool", "string"}
 
@@ -77,10 +78,13 @@ def pytorch_side(path: Path, model_file: Path | None, class_name: str | None, un
         raise ImportProblem(f"PyTorch artifact {path} is not a file")
     notes: list[str] = []
     if path.suffix == ".mar":
-        with zipfile.ZipFile(path) as zf:
-            meta = json.loads(zf.read("MAR-INF/MANIFEST.json"))["model"]
-            unpack_to.mkdir(parents=True, exist_ok=True)
-            zf.extractall(unpack_to)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read("MAR-INF/MANIFEST.json"))["model"]
+                unpack_to.mkdir(parents=True, exist_ok=True)
+                zf.extractall(unpack_to)
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise ImportProblem(f"{path} is not a TorchServe archive (a zip with MAR-INF/MANIFEST.json): {exc}") from None
         notes.append(f"the archive's handler ({meta.get('handler')}) is replaced by twinserve's generic handler, which speaks TF Serving's JSON")
         path = unpack_to / meta["serializedFile"]
         if meta.get("modelFile"):
@@ -185,6 +189,7 @@ def import_model(
     from models.export import export_model
 
     options = options or {}
+    check_name(name)  # before the name is used in any path
     base = manifest.resolve().parent
     existing = load_manifest(manifest) if manifest.exists() else {}
     if name in existing:
@@ -206,7 +211,10 @@ def import_model(
         raise
     text = manifest.read_text() if manifest.exists() else ""
     addition = tomli_w.dumps({"models": {name: table}})
-    manifest.write_text(text + ("\n" if text and not text.endswith("\n\n") else "") + f"# imported by `twinserve import`\n{addition}")
+    # written beside and renamed over: a crash never leaves a truncated manifest
+    partial = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
+    partial.write_text(text + ("\n" if text and not text.endswith("\n\n") else "") + f"# imported by `twinserve import`\n{addition}")
+    os.replace(partial, manifest)
     return result, inferred
 
 

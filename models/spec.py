@@ -23,7 +23,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT / "twinserve.toml"
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")  # used with fullmatch
+RESERVED = frozenset({"model-store", "tfserving", "imports"})  # folders of the model store and the manifest's
 
 # manifest dtype -> (numpy dtype name, KServe V2 datatype, TensorFlow dtype name)
 DTYPES: dict[str, tuple[str, str, str]] = {
@@ -39,6 +40,7 @@ DTYPES: dict[str, tuple[str, str, str]] = {
 }
 ALIASES = {"string": "bytes", "str": "bytes", "half": "float16", "float": "float32", "double": "float64", "long": "int64", "int": "int32"}
 TORCH_FORMATS = ("zoo", "state_dict", "torchscript", "export")
+MAX_BATCH = 64  # the TF backend's max_batch_size (twinserve/launchers/tfserving_config.py)
 
 
 class ManifestError(ValueError):
@@ -165,6 +167,13 @@ class ModelSpec:
 
 
 # reading a manifest -------------------------------------------------------------------------------
+def check_name(name: str) -> None:
+    """A model name is also a folder and a URL segment: letters, digits, '_' and '-', and not one of
+    the model store's own folders."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED:
+        raise ManifestError(f"model {name!r}: a model name is 1-63 letters, digits, '_' and '-', starting with a letter, and not {', '.join(sorted(RESERVED))}")
+
+
 def _tensor(entry: str, where: str, raw: Any) -> TensorSpec:
     if not isinstance(raw, dict):
         raise ManifestError(f"model {entry!r}: each of {where} must be a table with name, dtype and shape")
@@ -175,7 +184,8 @@ def _tensor(entry: str, where: str, raw: Any) -> TensorSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ManifestError(f"model {entry!r}: every entry of {where} needs a 'name'")
-    dtype = ALIASES.get(str(raw.get("dtype", "")), raw.get("dtype"))
+    dtype = raw.get("dtype")
+    dtype = ALIASES.get(dtype, dtype) if isinstance(dtype, str) else None
     if dtype not in DTYPES:
         raise ManifestError(f"model {entry!r}: {where} {name!r} has dtype {raw.get('dtype')!r}; use one of {', '.join(DTYPES)}")
     shape = raw.get("shape")
@@ -185,12 +195,15 @@ def _tensor(entry: str, where: str, raw: Any) -> TensorSpec:
         value = raw.get(limit)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ManifestError(f"model {entry!r}: {where} {name!r} field {limit!r} must be a positive integer")
+    if dtype == "bytes" and shape:
+        raise ManifestError(f"model {entry!r}: {where} {name!r}: a bytes tensor is one value per instance, shape []")
+    if where == "outputs" and dtype == "bytes":
+        raise ManifestError(f"model {entry!r}: output {name!r}: bytes outputs are not served yet (numbers and booleans are)")
     return TensorSpec(name, dtype, tuple(shape), raw.get("max_bytes"), raw.get("max_pixels"))
 
 
 def _entry(name: str, raw: Any, base: Path) -> ModelSpec:
-    if not NAME.match(name):
-        raise ManifestError(f"model {name!r}: a model name is letters, digits, '_' and '-', starting with a letter")
+    check_name(name)
     if not isinstance(raw, dict):
         raise ManifestError(f"model {name!r}: must be a table")
     known = {"description", "labels", "classes", "synthetic", "value_range", "max_batch", "version", "tolerance", "inputs", "outputs", "pytorch", "tensorflow", "samples", "explainable"}
@@ -218,6 +231,13 @@ def _entry(name: str, raw: Any, base: Path) -> ModelSpec:
     for key, value in ints.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ManifestError(f"model {name!r}: field {key!r} must be a positive integer")
+    if ints["max_batch"] > MAX_BATCH:
+        raise ManifestError(f"model {name!r}: field 'max_batch' is at most {MAX_BATCH} (the TF backend's largest batch)")
+    if tensorflow.get("signature", "serving_default") != "serving_default":
+        raise ManifestError(f"model {name!r}: tensorflow.signature must be 'serving_default', the signature both the gateway and TF Serving's REST API call by default: export the SavedModel with its serving function under that name")
+    for key in ("synthetic", "explainable"):
+        if not isinstance(raw.get(key, False), bool):
+            raise ManifestError(f"model {name!r}: field {key!r} must be true or false")
     tolerance = raw.get("tolerance", 1e-4)
     if not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ManifestError(f"model {name!r}: field 'tolerance' must be a non-negative number")
@@ -230,6 +250,10 @@ def _entry(name: str, raw: Any, base: Path) -> ModelSpec:
             raise ManifestError(f"model {name!r}: field 'classes' is a count of at least 2, given instead of 'labels'")
         labels = [f"class_{i}" for i in range(classes)]
     value_range = raw.get("value_range")
+    if value_range is not None and not (isinstance(value_range, list) and len(value_range) == 2 and all(isinstance(v, (int, float)) for v in value_range)):
+        raise ManifestError(f"model {name!r}: field 'value_range' must be [low, high]")
+    if raw.get("samples") is not None and not isinstance(raw["samples"], str):
+        raise ManifestError(f"model {name!r}: field 'samples' must be a path")
     return ModelSpec(
         name=name,
         inputs=inputs,
@@ -251,9 +275,9 @@ def _entry(name: str, raw: Any, base: Path) -> ModelSpec:
 
 
 def parse_manifest(data: dict, base: Path) -> dict[str, ModelSpec]:
-    models = data.get("models")
-    if not isinstance(models, dict) or not models:
-        raise ManifestError("the manifest lists no models: add [models.<name>] tables")
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ManifestError("'models' must be tables: [models.<name>]")
     return {name: _entry(name, raw, base) for name, raw in models.items()}
 
 

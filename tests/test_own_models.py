@@ -212,3 +212,75 @@ def test_every_pytorch_format_imports_with_parity(own_model: dict, build_dir: Pa
     assert [t.name for t in inferred.inputs] == ["features", "tokens"]
     assert result["parity"]["ok"] and result["parity"]["max_abs_diff"] <= 1e-4
     assert f"[models.pair_{fmt}]" in manifest.read_text()
+
+
+BASE_ENTRY = 'pytorch = { format = "torchscript", weights = "m.pt" }\ntensorflow = { savedmodel = "sm" }\ninputs = [{ name = "x", dtype = "float32", shape = [3] }]\noutputs = [{ name = "y", dtype = "float32", shape = [1] }]\n'
+
+
+@pytest.mark.parametrize(
+    "name, extra, fragment",
+    [
+        ("model-store", "", "not imports, model-store, tfserving"),
+        ("tfserving", "", "not imports, model-store, tfserving"),
+        ("9lives", "", "starting with a letter"),
+        ("mine", "explainable = \"false\"\n", "'explainable' must be true or false"),
+        ("mine", "max_batch = 65\n", "'max_batch' is at most 64"),
+        ("mine", "value_range = 16\n", "'value_range' must be [low, high]"),
+        ("mine", 'tensorflow = { savedmodel = "sm", signature = "predict" }\n', "must be 'serving_default'"),
+    ],
+)
+def test_manifest_mistakes_are_named(name: str, extra: str, fragment: str) -> None:
+    import tomllib
+
+    from models.spec import ManifestError, parse_manifest
+
+    entry = BASE_ENTRY.replace('tensorflow = { savedmodel = "sm" }\n', "") if "tensorflow =" in extra else BASE_ENTRY
+    data = tomllib.loads(f'[models."{name}"]\n{entry}{extra}')
+    with pytest.raises(ManifestError, match=None) as caught:
+        parse_manifest(data, Path("."))
+    assert fragment in str(caught.value) and repr(name) in str(caught.value)
+
+
+def test_bytes_outputs_and_shaped_bytes_are_refused_by_the_manifest() -> None:
+    import tomllib
+
+    from models.spec import ManifestError, parse_manifest
+
+    for tensors in ('inputs = [{ name = "x", dtype = "bytes", shape = [2] }]\noutputs = [{ name = "y", dtype = "float32", shape = [1] }]\n',
+                    'inputs = [{ name = "x", dtype = "float32", shape = [3] }]\noutputs = [{ name = "y", dtype = "bytes", shape = [] }]\n'):
+        data = tomllib.loads('[models.m]\npytorch = { format = "export", weights = "m.pt2" }\ntensorflow = { savedmodel = "sm" }\n' + tensors)
+        with pytest.raises(ManifestError, match="bytes"):
+            parse_manifest(data, Path("."))
+
+
+def test_an_import_name_is_checked_before_it_touches_a_path(tmp_path: Path) -> None:
+    from models.importer import import_model
+    from models.spec import ManifestError
+
+    (tmp_path / "keep.txt").write_text("mine")
+    manifest = tmp_path / "twinserve.toml"
+    for name in ("..", "", "a/b"):
+        with pytest.raises(ManifestError):
+            import_model(name, tmp_path / "x.mar", tmp_path / "sm", manifest, tmp_path / "build")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_bytes_values_are_read_as_tf_serving_reads_them() -> None:
+    """Wrapped and unpadded base64 are accepted (abseil's decoder, TF Serving's); a lone surrogate,
+    which Python's JSON parser lets through, is a 400, not a 500."""
+    import base64
+
+    from gateway.errors import GatewayError
+    from gateway.validation import v1_inputs, parse_json
+    from models.spec import SPECS
+
+    spec = SPECS["mobilenet"]
+    from models.samples import jpeg_photos
+
+    photo = jpeg_photos(1, count=2)[0]
+    wrapped = "\n".join(base64.b64encode(photo).decode()[i : i + 76] for i in range(0, len(base64.b64encode(photo)), 76))
+    tensors, _ = v1_inputs({"instances": [{"b64": wrapped}, {"b64": base64.b64encode(photo).decode().rstrip("=")}]}, spec)
+    assert tensors["image_bytes"] == [photo, photo]
+    with pytest.raises(GatewayError) as caught:
+        v1_inputs(parse_json(b'{"instances": ["\\ud800"]}'), spec)
+    assert caught.value.status == 400

@@ -42,6 +42,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from models.export import ExportError, export_model
     from models.parity import ParityError
+    from models.samples import SampleError
 
     from twinserve.console import console
 
@@ -53,7 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         with console.status(f"exporting {name}..."):
             try:
                 result = export_model(name, Path(args.out), seed=args.seed, force=args.force)
-            except (ExportError, ParityError) as exc:
+            except (ExportError, ParityError, SampleError) as exc:
                 console.print(f"[red]export failed[/red]: {exc}")
                 failed = True
                 continue
@@ -91,6 +92,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     except ParityError as exc:
         console.print(f"[red]import failed, parity[/red]: {exc}\nnothing was added to {manifest} or the model store")
         return 1
+    except Exception as exc:  # the user's model failed to load or run: say how, in one line
+        console.print(f"[red]import failed[/red] while loading or running your model: {type(exc).__name__}: {str(exc).strip()[:500]}\nnothing was added to {manifest} or the model store")
+        return 2
     console.print(f"[bold]{args.name}[/bold]: PyTorch {inferred.pytorch['format']}, SavedModel signature {args.signature!r}")
     for kind, tensors in (("input", inferred.inputs), ("output", inferred.outputs)):
         for t in tensors:

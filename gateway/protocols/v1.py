@@ -40,20 +40,16 @@ def backend_param(names: list[str]) -> dict:
 async def inference(spec: ModelSpec, call: Call) -> tuple[Inference, dict]:
     """The body read within its limit and its inputs validated against the spec: (inference, parsed
     body). A JSON body is forwarded as the client sent it; a raw one (an image as the body, for a
-    model with one bytes input, as TorchServe's image classifiers take it) is sent on as V1 JSON."""
+    model with one bytes input, as TorchServe's image classifiers take it) is sent on as V1 JSON.
+    Told apart by the first byte, whatever the Content-Type (curl's --data-binary sends a form
+    type): a JSON request is an object, and no image format begins with "{"."""
     raw = await call.read()
-    if is_json(call.content_type) or not (len(spec.inputs) == 1 and spec.inputs[0].is_bytes):
+    if not (len(spec.inputs) == 1 and spec.inputs[0].is_bytes) or raw.lstrip()[:1] == b"{":
         body = parse_json(raw)
         inputs, row_format = v1_inputs(body, spec)
         return Inference(spec, inputs, raw, row_format), body
     inputs = raw_input(raw, spec)
     return Inference(spec, inputs, encode_inputs(inputs, spec), True), {}
-
-
-def is_json(content_type: str) -> bool:
-    """JSON unless the client says otherwise: curl's default form type and a missing header count as JSON."""
-    kind = content_type.split(";", 1)[0].strip().lower()
-    return kind in ("", "application/json", "application/x-www-form-urlencoded", "text/plain") or kind.endswith("+json")
 
 
 async def predict(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:

@@ -13,6 +13,7 @@ the stacks as the same V1 JSON: one request path, whatever the encoding on the c
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +124,10 @@ def parse_tensor(tensor: dict, t: TensorSpec, spec: ModelSpec, raw: bytes | None
         if not isinstance(data, list):
             raise bad_request(f"{where}: 'data' must be a list (or binary data, with binary_data_size in its parameters)")
     if t.is_bytes:
-        flat = data if raw is not None else flatten(data)
+        try:
+            flat = data if raw is not None else flatten(data)
+        except RecursionError:
+            raise bad_request(f"{where}: 'data' is nested too deeply") from None
         if len(shape) != 1 or shape[0] != len(flat):
             raise bad_request(f"{where}: a BYTES input takes shape [N] with N values; got shape {shape} and {len(flat)} values", "invalid_shape")
         # an image is not UTF-8: in JSON, V2 carries it base64-encoded; in binary, as it is
@@ -131,7 +135,7 @@ def parse_tensor(tensor: dict, t: TensorSpec, spec: ModelSpec, raw: bytes | None
     if raw is not None:
         return to_array(data, spec, where, t)
     values = to_flat(data)
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape)  # Python integers: a huge shape is a mismatch, not an overflow
     if values.size != expected:
         raise bad_request(f"{where}: 'data' holds {values.size} values but 'shape' {shape} needs {expected}", "invalid_shape")
     return to_array(values.reshape(shape), spec, where, t)

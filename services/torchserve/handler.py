@@ -96,8 +96,9 @@ def non_finite(where: str, rows: np.ndarray | None = None) -> ValueError:
 def to_bytes(value: Any, name: str) -> bytes:
     """TF Serving's JSON for a bytes value: {"b64": "..."} or a plain string (its UTF-8 bytes)."""
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        compact = "".join(value["b64"].split())  # as TF Serving reads it: whitespace ignored, padding optional
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise ValueError(f"input {name!r}: 'b64' is not valid base64") from None
     if isinstance(value, str):
