@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
-import orjson
 
 from gateway import metrics, stats
 from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult

@@ -173,9 +173,6 @@ async def list_models(request: Request) -> Response:
 @router.get("/v1/models/{model}", summary="One model's spec and its state on each backend", response_model=ModelInfo, responses=error_responses(404))
 async def get_model(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    try:
-        plane.spec(model)
-    except GatewayError as exc:
-        return exc.response()
+    plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
     states = await plane.model_states()
     return Response(orjson.dumps(model_info(plane, model, states[model])), media_type="application/json")

@@ -260,30 +260,21 @@ async def all_statistics(request: Request) -> Response:
 @router.get("/v2/models/{model}/stats", summary="Model statistics (statistics extension)", response_model=V2ModelStats, responses=error_responses(404))
 async def model_statistics(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    try:
-        spec = plane.spec(model)
-    except GatewayError as exc:
-        return exc.response()
+    spec = plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
     return _json({"model_stats": stats.model_stats({spec.name: str(spec.version)})})
 
 
 @router.get("/v2/models/{model}/config", summary="Model configuration (model configuration extension)", response_model=V2ModelConfig, responses=error_responses(404))
 async def model_configuration(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    try:
-        spec = plane.spec(model)
-    except GatewayError as exc:
-        return exc.response()
+    spec = plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
     return _json(model_config(spec, platform_of(plane), plane.names))
 
 
 @router.get("/v2/models/{model}", summary="Model metadata", response_model=V2ModelMetadata, responses=error_responses(404))
 async def model_metadata(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    try:
-        spec = plane.spec(model)
-    except GatewayError as exc:
-        return exc.response()
+    spec = plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
     return _json(
         {
             "name": spec.name,
@@ -298,10 +289,7 @@ async def model_metadata(model: str, request: Request) -> Response:
 @router.get("/v2/models/{model}/ready", summary="Model readiness (served by at least one backend)", response_model=V2ModelReady, responses={**error_responses(404), 503: {"model": V2ModelReady}})
 async def model_ready(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    try:
-        plane.spec(model)
-    except GatewayError as exc:
-        return exc.response()
+    plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
     states = (await plane.model_states())[model]
     ready = any(s == "READY" for s in states.values())
     return _json({"name": model, "ready": ready, "backends": states}, 200 if ready else 503)
