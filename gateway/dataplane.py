@@ -25,6 +25,7 @@ from gateway.backends.base import Backend, BackendError, Explanation, UpstreamRe
 from gateway.errors import GatewayError
 from gateway.resilience import CircuitBreaker, ConcurrencyLimit
 from gateway.validation import Tensors, outputs_of
+from models.parity import output_diff
 from models.spec import ModelSpec, get_spec
 from gateway.settings import GatewaySettings
 
@@ -286,14 +287,13 @@ def row_correlation(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    """The largest absolute difference over every output (exact outputs: 0 when equal, inf when not)."""
+    """The largest absolute difference over every output, measured as parity measures it
+    (models/parity.py: exact outputs count 0 when equal, inf when not)."""
     worst = 0.0
     for name, x in a.items():
         y = b[name]
         if x.shape != y.shape:
             return float("inf")
-        if x.dtype.kind in "fiub" and y.dtype.kind in "fiub":
-            worst = max(worst, float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()) if x.size else 0.0)
-        elif not bool((x == y).all()):
-            return float("inf")
+        if x.size:
+            worst = max(worst, float(output_diff(x, y).max()))
     return worst
