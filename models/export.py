@@ -185,6 +185,40 @@ def build_savedmodel(spec: ModelSpec, logits_fn: Callable, weights: dict[str, np
     tf.saved_model.save(module, str(path), signatures=signatures)
 
 
+def savedmodel_writer(path: Path) -> dict:
+    """The TensorFlow that wrote a SavedModel, as its saved_model.pb records it (the meta graph tagged
+    "serve", the one TF Serving loads): its version and GraphDef producer version."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((path / "saved_model.pb").read_bytes())
+    if not sm.meta_graphs:
+        raise ExportError(f"{path / 'saved_model.pb'} holds no meta graph")
+    mg = next((m for m in sm.meta_graphs if "serve" in m.meta_info_def.tags), sm.meta_graphs[0])
+    return {"tensorflow": mg.meta_info_def.tensorflow_version, "graph_def_producer": mg.graph_def.versions.producer}
+
+
+def _series(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+def check_writer(name: str, writer: dict) -> None:
+    """A SavedModel written by a newer TensorFlow than this one is refused here, as the project's
+    TF Serving (same release as this TensorFlow) and the compatible server refuse it: it is not
+    guaranteed to load. The same rule as services/tfserving/compat/registry.py's check_writer."""
+    import tensorflow as tf
+
+    written, own = writer["tensorflow"], tf.__version__
+    newer = len(_series(written)) == 2 and _series(written) > _series(own)
+    if newer or writer["graph_def_producer"] > tf.version.GRAPH_DEF_VERSION:
+        raise ExportError(
+            f"model {name!r}: its SavedModel was written by TensorFlow {written or 'unknown'} (GraphDef version "
+            f"{writer['graph_def_producer']}), newer than the project's TensorFlow {own} (GraphDef version "
+            f"{tf.version.GRAPH_DEF_VERSION}), which its TF Serving runs: the server would refuse it. Save it again "
+            f"with TensorFlow {'.'.join(map(str, _series(own)))}"
+        )
+
+
 def build_mar(spec: ModelSpec, art: Artifacts, model_file: Path | None, weights: Path) -> None:
     """The TorchServe archive: your model (or the zoo's) with the project's generic handler and spec.json."""
     art.mar.parent.mkdir(parents=True, exist_ok=True)
@@ -350,7 +384,10 @@ def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEE
         stage.work.mkdir(parents=True)
         stage.spec_json.write_text(spec.to_json())
         training = build_zoo(spec, stage, seed) if spec.zoo else pack_imported(spec, stage)
+        writer = savedmodel_writer(stage.savedmodel)  # the zoo's: this TensorFlow (tf.__version__); yours: whichever saved it
+        check_writer(name, writer)
         result, report = measure_parity(spec, stage, seed)
+        report["savedmodel_written_by"] = writer
         stage.parity.write_text(json.dumps(report, indent=2))
         parity.check(result, name)
         floor = ACCURACY_FLOOR.get(name) if spec.zoo else None
@@ -365,7 +402,8 @@ def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEE
             "synthetic": spec.synthetic,
             "training": training,
             "parity": report,
-            "versions": {"torch": metadata.version("torch"), "tensorflow": metadata.version("tensorflow")},
+            # tensorflow: the one that ran this export; savedmodel_tensorflow: the one that wrote the SavedModel
+            "versions": {"torch": metadata.version("torch"), "tensorflow": metadata.version("tensorflow"), "savedmodel_tensorflow": writer["tensorflow"]},
             "mar": str(art.mar.relative_to(build)),
             "savedmodel": str(art.savedmodel.relative_to(build)),
             "seconds": round(time.perf_counter() - started, 2),

@@ -98,14 +98,14 @@ _DEBUG_LINE = re.compile(
 def root_cause(message: str) -> str:
     """The root cause TensorFlow buried in an error raised from graph execution, as one line.
 
-    TensorFlow 2.21 words an error from a signature as, for example::
+    TensorFlow 2.20 (as 2.21) words an error from a signature as, for example::
 
         Graph execution error:
 
         Detected at node map/while/DecodeJpeg defined at (most recent call last):
         <stack traces unavailable>              (or indented `File "...", line N` frames)
-        Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required.
-        \t [[{{node map/while/DecodeJpeg}}]] [Op:__inference_signature_wrapper_serve_231]
+        Unknown image file format. One of JPEG, PNG, GIF, BMP, WebP required.
+        \t [[{{node map/while/DecodeJpeg}}]] [Op:__inference_signature_wrapper_serve_204]
 
     Only the unindented lines that are not TensorFlow's own framing are kept (the root cause), the
     `[[{{node ...}}]]` / `[Op:...]` tags removed; of several root errors, the first.

@@ -18,6 +18,7 @@ from concurrent import futures
 import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf import json_format
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -130,12 +131,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         try:
             spec = request.model_spec
             version = spec.version.value if spec.HasField("version") else None
-            response = get_model_status_pb2.GetModelStatusResponse()
-            for servable in self.engine.registry.versions(spec.name, version):
-                status = response.model_version_status.add()
-                status.version = servable.version
-                status.state = get_model_status_pb2.ModelVersionStatus.State.Value(servable.state)
-            return response
+            # the REST status answer is this message's JSON form: one source for both, versions that
+            # failed to load included (END, with their error), as TF Serving lists them
+            return json_format.ParseDict(self.engine.status_dict(spec.name, version), get_model_status_pb2.GetModelStatusResponse())
         except ServingError as exc:
             context.abort(exc.grpc_status, exc.grpc_message)
 

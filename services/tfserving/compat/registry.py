@@ -6,6 +6,10 @@ under each base path; the `latest` version policy unless `specific` or `all`
 is given. Like TF Serving, the base paths are polled (`--file_system_poll_wait_seconds`): a new
 version folder is loaded and served, then the versions the policy no longer wants are unloaded;
 a version that fails to load leaves the serving ones in place and is retried when its files change.
+
+Before a version loads, the TensorFlow that wrote it is read from its saved_model.pb: one written by a
+newer TensorFlow than this server's is refused (see check_writer), as a load failure, instead of
+loading half-way or failing on its first request.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from services.tfserving.compat.errors import invalid, not_found
+from services.tfserving.release import major_minor
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -107,12 +112,48 @@ def select_versions(cfg: ModelConfig) -> list[int]:
     return found[-cfg.num_latest :]
 
 
-def _load_signature_defs(path: Path) -> Any:
+SERVE_TAG = "serve"  # the tag TF Serving loads (its --saved_model_tags default)
+
+
+class SavedModelTooNew(RuntimeError):
+    """A SavedModel written by a newer TensorFlow than the one this server runs."""
+
+
+def read_meta_graph(path: Path) -> Any:
+    """The MetaGraphDef tagged "serve" of a SavedModel directory (the first one when none is)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     sm = saved_model_pb2.SavedModel()
     sm.ParseFromString((path / "saved_model.pb").read_bytes())
-    return sm.meta_graphs[0].signature_def
+    if not sm.meta_graphs:
+        raise ValueError(f"{path / 'saved_model.pb'} holds no meta graph")
+    return next((mg for mg in sm.meta_graphs if SERVE_TAG in mg.meta_info_def.tags), sm.meta_graphs[0])
+
+
+def check_writer(name: str, version: int, meta_graph: Any, runtime: str | None = None, graph_def_version: int | None = None) -> None:
+    """Refuse a version written by a newer TensorFlow than this server's runtime: such a SavedModel
+    is not guaranteed to load (new ops, attributes, GraphDef versions), so it is refused up front with
+    what to do, rather than loading half-way or failing on its first request. The writer's
+    `meta_info_def.tensorflow_version` decides on major.minor; its GraphDef producer version, newer
+    than the runtime's GRAPH_DEF_VERSION, also refuses (it covers writers that leave the version empty)."""
+    import tensorflow as tf
+
+    runtime = runtime or tf.__version__
+    graph_def_version = tf.version.GRAPH_DEF_VERSION if graph_def_version is None else graph_def_version
+    writer = meta_graph.meta_info_def.tensorflow_version
+    series, own = major_minor(writer), major_minor(runtime)
+    fix = f"re-export it with TensorFlow {own[0]}.{own[1]} (`twinserve export`)" if own else "re-export it with the server's TensorFlow (`twinserve export`)"
+    if series and own and series > own:
+        raise SavedModelTooNew(
+            f"model '{name}' version {version} refused: written by TensorFlow {writer}, newer than this server's "
+            f"TensorFlow {runtime} (a SavedModel from a newer TensorFlow is not guaranteed to load); {fix}"
+        )
+    producer = meta_graph.graph_def.versions.producer
+    if producer > graph_def_version:
+        raise SavedModelTooNew(
+            f"model '{name}' version {version} refused: its GraphDef version {producer} (written by TensorFlow "
+            f"{writer or 'unknown'}) is newer than this server's TensorFlow {runtime} (GraphDef version {graph_def_version}); {fix}"
+        )
 
 
 def _wrap(fn: Any, outputs: list[str]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -128,6 +169,8 @@ def _wrap(fn: Any, outputs: list[str]) -> Callable[[dict[str, np.ndarray]], dict
 def load_servable(name: str, version: int, path: Path) -> Servable:
     import tensorflow as tf
 
+    meta_graph = read_meta_graph(path)
+    check_writer(name, version, meta_graph)
     loaded = tf.saved_model.load(str(path))
     signatures: dict[str, Signature] = {}
     for sig_name, fn in loaded.signatures.items():
@@ -147,7 +190,7 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
                 signatures[sig_name].call({k: np.zeros((1, *t.shape[1:]), t.dtype) for k, t in inputs.items()})
             except Exception:  # noqa: BLE001  (the first request reports what is wrong with it)
                 pass
-    servable = Servable(name, version, path, signatures, _load_signature_defs(path))
+    servable = Servable(name, version, path, signatures, meta_graph.signature_def)
     servable._keepalive = loaded  # type: ignore[attr-defined]
     return servable
 
@@ -160,6 +203,12 @@ class VersionEvent:
     version: int
     action: str
     detail: str = ""
+
+
+def _reason(exc: BaseException) -> str:
+    """A failed load as one line: the exception's first line, capped."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _files_signature(path: Path) -> tuple:
@@ -177,13 +226,25 @@ class Registry:
         self.servables: dict[str, dict[int, Servable]] = {c.name: {} for c in configs}
         self.failed: dict[tuple[str, int], tuple[tuple, str]] = {}  # (name, version) -> (files signature, error)
 
-    def load_all(self) -> None:
+    def load_all(self, load: Callable[[str, int, Path], Servable] | None = None) -> None:
+        """The start-up load. Like TF Serving, every configured version is tried, and the server does
+        not start when one fails: it exits with one line per version that did not load and why."""
+        load = load or load_servable
         for cfg in self.configs.values():
             versions = select_versions(cfg)
             if not versions:
                 raise SystemExit(f"no servable versions found for model {cfg.name!r} under {cfg.base_path}")
             for v in versions:
-                self.servables[cfg.name][v] = load_servable(cfg.name, v, Path(cfg.base_path) / str(v))
+                path = Path(cfg.base_path) / str(v)
+                try:
+                    self.servables[cfg.name][v] = load(cfg.name, v, path)
+                except Exception as exc:  # noqa: BLE001  (reported below, with every other failure)
+                    self.failed[(cfg.name, v)] = (_files_signature(path), _reason(exc))
+        if self.failed:
+            lines = [f"{{name: {n} version: {v}}} due to error: {error}" for (n, v), (_, error) in sorted(self.failed.items())]
+            raise SystemExit(
+                f"Failed to start server. Error: UNKNOWN: {len(lines)} servable(s) did not become available:\n  " + "\n  ".join(lines)
+            )
 
     def reconcile(self, load: Callable[[str, int, Path], Servable] | None = None) -> tuple[list[VersionEvent], list[Servable]]:
         """One poll: load the versions the policy now wants, then retire those it no longer wants.
@@ -206,7 +267,7 @@ class Registry:
                 try:
                     loaded[v] = load(cfg.name, v, path)
                 except Exception as exc:  # a half-copied or broken version must not stop the server
-                    reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                    reason = _reason(exc)
                     self.failed[(cfg.name, v)] = (signature, reason)
                     events.append(VersionEvent(cfg.name, v, "failed", reason))
                     continue
