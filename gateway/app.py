@@ -24,7 +24,8 @@ from gateway import logs, metrics
 from gateway.core import Core, Route
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, internal_error
-from gateway.protocols import v1, v2
+from gateway.grpcapi import server as grpcapi
+from gateway.protocols import tfs_grpc, v1, v2, v2_grpc
 from gateway.schemas import Health, Readiness, model_parameter_enum, request_components
 from gateway.settings import GatewaySettings
 
@@ -37,20 +38,27 @@ def create_app(settings: GatewaySettings | None = None) -> Core:
     logs.configure()
     keys = [k.strip().encode() for k in settings.api_keys.split(",") if k.strip()]
     routes = v1.routes(settings.backend_list) + v2.routes(settings.backend_list)
-    return Core(create_fastapi(settings, routes), routes, keys, settings.max_body_bytes, logs.AccessLog(settings.access_log_sample))
+    access = logs.AccessLog(settings.access_log_sample)
+    return Core(create_fastapi(settings, routes, keys, access), routes, keys, settings.max_body_bytes, access)
 
 
-def create_fastapi(settings: GatewaySettings, routes: list[Route]) -> FastAPI:
+def create_fastapi(settings: GatewaySettings, routes: list[Route], keys: list[bytes], access: logs.AccessLog) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.plane = DataPlane(settings, registry.create(settings))
+        plane = app.state.plane = DataPlane(settings, registry.create(settings))
+        server = None
+        if settings.grpc_port:  # the gRPC port, on this event loop and over the same data plane
+            services = {**v2_grpc.services(), **tfs_grpc.services()}
+            server = await grpcapi.start(settings, plane, services, keys, access)
         logs.started(settings)
         # keep the long-lived start-up objects (~70,000; a full GC pass over them took 30 ms here)
         # out of the collections that request handling sets off
         gc.collect()
         gc.freeze()
         yield
-        await app.state.plane.aclose()
+        if server is not None:
+            await server.stop(grace=1.0)
+        await plane.aclose()
         metrics.worker_stopped()
 
     app = FastAPI(

@@ -32,6 +32,9 @@ def main() -> None:
         sys.exit(f"twinserve gateway: bad setting: {describe_errors(exc, 'TWINSERVE_GATEWAY_')}")
     except ValueError as exc:
         sys.exit(f"twinserve gateway: bad setting: {exc}")
+    busy = taken(settings.host, settings.grpc_port) if settings.grpc_port else None
+    if busy:
+        sys.exit(f"twinserve gateway: cannot bind the gRPC port {settings.host}:{settings.grpc_port}: {busy}; set TWINSERVE_GATEWAY_GRPC_PORT (0 turns gRPC off)")
     shared = None
     if settings.workers > 1 and MULTIPROC_ENV not in os.environ:
         shared = tempfile.mkdtemp(prefix="twinserve-gateway-metrics-")
@@ -53,6 +56,21 @@ def main() -> None:
     finally:
         if shared:
             shutil.rmtree(shared, ignore_errors=True)
+
+
+def taken(host: str, port: int) -> str | None:
+    """Why the port cannot be bound, or None. Checked before uvicorn starts: a failure inside the
+    application's start-up would come out as uvicorn's traceback instead of one line."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port on the same host: KServe V2's GRPCInferenceService and TF Serving's PredictionService/ModelService; 0 turns gRPC off")
     workers: int = Field(1, ge=1, description="uvicorn worker processes; several share one Prometheus multiprocess directory so `/metrics` counts them all")
     torchserve_url: str = "http://127.0.0.1:8080"
     torchserve_management_url: str = "http://127.0.0.1:8081"

@@ -65,6 +65,7 @@ def stack_settings(run_dir: Path, build: Path, models: str = ZOO, **extra: objec
         tfserving_grpc_port=free_port(),
         tfserving_rest_port=free_port(),
         gateway_port=free_port(),
+        gateway_grpc_port=free_port(),
         run_dir=run_dir,
         build_dir=build,
         models=models,
@@ -99,6 +100,7 @@ def urls(stack) -> dict[str, str]:
         "tfserving": f"http://{h}:{stack.tfserving_rest_port}",
         "grpc": f"{h}:{stack.tfserving_grpc_port}",
         "gateway": f"http://{h}:{stack.gateway_port}",
+        "gateway_grpc": f"{h}:{stack.gateway_grpc_port}",
     }
 
 

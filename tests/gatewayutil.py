@@ -17,8 +17,10 @@ from gateway.settings import GatewaySettings
 
 @contextmanager
 def running_gateway(**settings: object) -> Iterator[str]:
-    """A real uvicorn serving the real gateway app, with the given settings, in a thread."""
+    """A real uvicorn serving the real gateway app, with the given settings, in a thread. Its gRPC port
+    is off unless a test gives one (grpc_port=free_port()), so gateways in tests never take 8001."""
     port = free_port()
+    settings.setdefault("grpc_port", 0)
     app = create_app(GatewaySettings(port=port, **settings))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

@@ -30,7 +30,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("twinserve", "loadtests", "gateway", "services", "models")
+PACKAGES = ("twinserve", "loadtests", "gateway", "services", "models", "tools")  # tools/: scripts for developers
 NAME = re.compile(r"(?<![A-Za-z0-9_])TWINSERVE_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_{])")
 
 

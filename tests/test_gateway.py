@@ -201,7 +201,7 @@ def test_metrics_of_a_two_worker_gateway_count_every_worker(stack, tmp_path, sam
     from conftest import free_port, group_members
     from twinserve import stack as native
 
-    settings = stack.model_copy(update={"gateway_port": free_port(), "run_dir": tmp_path / "run"})
+    settings = stack.model_copy(update={"gateway_port": free_port(), "gateway_grpc_port": free_port(), "run_dir": tmp_path / "run"})
     started = native.up(settings, ("gateway",), gateway={"workers": "2"})
     g = f"http://127.0.0.1:{settings.gateway_port}"
     x, _ = samples["tabular"]

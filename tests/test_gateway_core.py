@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
+from conftest import free_port
 from gatewayutil import running_gateway
 
 from gateway.backends import REGISTRY, register
@@ -112,8 +113,11 @@ def test_wrong_method_on_an_inference_route_is_405_with_allow(urls: dict) -> Non
 
 
 def test_api_keys_are_checked_in_one_place_for_every_route(urls: dict, samples: dict) -> None:
-    """Inference and administrative routes alike need a key; liveness and readiness probes do not."""
-    with running_gateway(**backends(urls), api_keys="k1") as g:
+    """Inference and administrative routes alike need a key; liveness and readiness probes do not.
+    The same holds on the gRPC port: UNAUTHENTICATED without the key in the call's metadata."""
+    grpc_port = free_port()
+    with running_gateway(**backends(urls), api_keys="k1", grpc_port=grpc_port) as g:
+        grpc_keys_are_checked(f"127.0.0.1:{grpc_port}")
         with httpx.Client(timeout=30) as client:
             for method, path in (("POST", "/v1/models/tabular:predict"), ("POST", "/v1/models/tabular:compare"), ("POST", "/v2/models/tabular/infer"), ("GET", "/v1/models"), ("GET", "/v1/models/tabular"), ("GET", "/v2/models/tabular"), ("GET", "/v2")):
                 r = client.request(method, f"{g}{path}", content=rows(samples) if method == "POST" else None)
@@ -122,6 +126,25 @@ def test_api_keys_are_checked_in_one_place_for_every_route(urls: dict, samples: 
             assert client.get(f"{g}/v1/models", headers={"X-API-Key": "k1"}).status_code == 200
             for path in ("/v2/health/live", "/v2/health/ready", "/healthz", "/readyz"):
                 assert client.get(f"{g}{path}").status_code == 200, path
+
+
+def grpc_keys_are_checked(target: str) -> None:
+    import grpc
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_grpc.InferenceServerClient(target)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # probes stay open
+        for call in (lambda **kw: client.get_model_metadata("tabular", **kw), lambda **kw: client.get_server_metadata(**kw)):
+            with pytest.raises(InferenceServerException) as refused:
+                call()
+            assert refused.value.status() == str(grpc.StatusCode.UNAUTHENTICATED), refused.value
+            assert "API key" in refused.value.message()
+        assert client.get_model_metadata("tabular", headers={"x-api-key": "k1"}).name == "tabular"
+        assert client.get_server_metadata(headers={"authorization": "Bearer k1"}).name == "twinserve"
+    finally:
+        client.close()
 
 
 def test_backend_override_is_parsed_once_for_every_inference_route(urls: dict, samples: dict) -> None:

@@ -70,12 +70,22 @@ def test_readiness_and_predict_name_a_dead_backend_alike(urls: dict) -> None:
     ],
 )
 def test_a_bad_gateway_setting_is_one_line_naming_it(env: dict[str, str], names: list[str]) -> None:
-    run = subprocess.run([sys.executable, "-m", "gateway.serve"], cwd=ROOT, env={**os.environ, **env, "TWINSERVE_GATEWAY_PORT": str(free_port())}, capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "gateway.serve"], cwd=ROOT, env={**os.environ, "TWINSERVE_GATEWAY_PORT": str(free_port()), "TWINSERVE_GATEWAY_GRPC_PORT": str(free_port()), **env}, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
     for name in names:
         assert name in lines[0], lines[0]
+
+
+def test_a_taken_grpc_port_is_one_line_naming_it() -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        test_a_bad_gateway_setting_is_one_line_naming_it({"TWINSERVE_GATEWAY_GRPC_PORT": str(port)}, [f"gRPC port 127.0.0.1:{port}", "in use", "TWINSERVE_GATEWAY_GRPC_PORT"])
 
 
 def test_a_bad_stack_setting_is_one_line_naming_it() -> None:
@@ -94,6 +104,7 @@ def test_gateway_log_has_a_start_line_and_sampled_access_lines_without_payloads(
         **os.environ,
         **{f"TWINSERVE_GATEWAY_{k.upper()}": v for k, v in backends(urls).items()},
         "TWINSERVE_GATEWAY_PORT": str(port),
+        "TWINSERVE_GATEWAY_GRPC_PORT": str(free_port()),
         "TWINSERVE_GATEWAY_ACCESS_LOG_SAMPLE": "1",
         "TWINSERVE_GATEWAY_API_KEYS": "sekret-key",
     }
@@ -130,7 +141,7 @@ def test_up_binds_the_gateway_where_twinserve_gateway_host_says(stack, tmp_path:
     """TWINSERVE_GATEWAY_HOST takes effect under `twinserve up`, not only under `twinserve gateway`."""
     from twinserve import stack as native
 
-    settings = stack.model_copy(update={"gateway_port": free_port(), "gateway_host": "127.0.0.2", "run_dir": tmp_path / "run"})
+    settings = stack.model_copy(update={"gateway_port": free_port(), "gateway_grpc_port": free_port(), "gateway_host": "127.0.0.2", "run_dir": tmp_path / "run"})
     started = native.up(settings, ("gateway",))
     try:
         pids = {started["gateway"].pid, *(c.pid for c in psutil.Process(started["gateway"].pid).children(recursive=True))}

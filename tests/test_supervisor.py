@@ -18,7 +18,7 @@ CLI = [sys.executable, "-m", "twinserve.cli"]
 
 def env_for(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
     env = dict(os.environ)
-    for field in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "gateway_port", "run_dir", "build_dir", "models"):
+    for field in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "gateway_port", "gateway_grpc_port", "run_dir", "build_dir", "models"):
         env[f"TWINSERVE_{field.upper()}"] = str(getattr(settings, field))
     return env
 

@@ -234,7 +234,7 @@ FEATURES = np.arange(30, dtype="<f4").reshape(1, 30)
     [
         ({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "parameters": {"binary_data_size": 120}}]}, FEATURES.tobytes()[:100], None, "only 100 of the 100 bytes"),
         ({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "parameters": {"binary_data_size": 120}}]}, FEATURES.tobytes() + b"xx", None, "add up to 120"),
-        ({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "parameters": {"binary_data_size": 116}}]}, FEATURES.tobytes()[:116], None, "does not fit FP32 of shape [1, 30], which takes 120 bytes"),
+        ({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "parameters": {"binary_data_size": 116}}]}, FEATURES.tobytes()[:116], None, "116 bytes of binary data do not fit FP32 of shape [1, 30], which takes 120 bytes"),
         ({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "parameters": {"binary_data_size": -4}}]}, b"", None, "binary_data_size must be a non-negative integer"),
         ({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "parameters": {"binary_data_size": 120}}]}, FEATURES.tobytes(), "100000", "the body has only"),
         ({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "parameters": {"binary_data_size": 120}}]}, FEATURES.tobytes(), "ten", "non-negative integer"),

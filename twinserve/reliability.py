@@ -28,7 +28,7 @@ from twinserve.settings import StackSettings
 
 
 def private_settings(run_dir: Path, models: str = "tabular") -> StackSettings:
-    ports = {k: free_port() for k in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "gateway_port")}
+    ports = {k: free_port() for k in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "gateway_port", "gateway_grpc_port")}
     return StackSettings(run_dir=run_dir, models=models, **ports)
 
 

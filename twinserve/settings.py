@@ -28,6 +28,7 @@ class StackSettings(BaseSettings):
     tfserving_grpc_port: int = 8500
     tfserving_rest_port: int = 8501
     gateway_port: int = 8000
+    gateway_grpc_port: int = Field(8001, description="the gateway's gRPC port (KServe V2 and TF Serving's services); 0 turns gRPC off")
     gateway_host: str | None = Field(None, description="the gateway's bind address (TWINSERVE_GATEWAY_HOST, the same variable the gateway reads); default: TWINSERVE_HOST")
     models: str = Field("digits,tabular,resnet", description="comma-separated models to serve")
     build_dir: Path = ROOT / "models" / "build"
@@ -57,7 +58,17 @@ class StackSettings(BaseSettings):
         return self.gateway_host or self.host
 
     @property
-    def gateway_url(self) -> str:
-        """Where to reach the gateway: its bind address, or loopback when it binds every interface."""
+    def gateway_client_host(self) -> str:
+        """Where to reach the gateway: its bind address, or loopback when it binds every interface
+        (an IPv6 address in brackets, as URLs and gRPC targets write it)."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.gateway_bind, self.gateway_bind)
-        return f"http://{host}:{self.gateway_port}" if ":" not in host else f"http://[{host}]:{self.gateway_port}"
+        return host if ":" not in host else f"[{host}]"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.gateway_client_host}:{self.gateway_port}"
+
+    @property
+    def gateway_grpc_target(self) -> str:
+        """The gateway's gRPC address as clients write it (host:port)."""
+        return f"{self.gateway_client_host}:{self.gateway_grpc_port}"

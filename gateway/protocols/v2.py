@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from gateway import stats
 from gateway.core import Call, Reply, Route
-from gateway.dataplane import DataPlane, Inference
+from gateway.dataplane import DataPlane, Inference, Served
 from gateway.errors import GatewayError, bad_request
 from gateway.http import served_headers
 from gateway.protocols import v2_binary
@@ -57,8 +57,10 @@ class InferRequest:
     outputs: list[tuple[TensorSpec, bool]]
 
 
-def parse_infer(body: object, spec: ModelSpec, binary: bytes | None = None) -> InferRequest:
-    """A V2 infer body (the JSON header of a binary request, with the bytes after it) -> the request."""
+def parse_infer(body: object, spec: ModelSpec, binary: bytes | None = None, raws: dict[str, bytes] | None = None) -> InferRequest:
+    """A V2 infer body (the JSON header of a binary request, with the bytes after it) -> the request.
+    `raws`: each input's binary data by name, when the transport carries it beside the body (gRPC's
+    raw_input_contents) instead of after it."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise bad_request("V2 infer body must be an object with an 'inputs' list")
     names = [t.name for t in spec.inputs]
@@ -71,7 +73,8 @@ def parse_infer(body: object, spec: ModelSpec, binary: bytes | None = None) -> I
         if tensor["name"] in given:
             raise bad_request(f"input tensor {tensor['name']!r} is given twice")
         given[tensor["name"]] = tensor
-    raws = v2_binary.cut_inputs(body["inputs"], binary)  # in the order the body lists them
+    if raws is None:
+        raws = v2_binary.cut_inputs(body["inputs"], binary)  # in the order the body lists them
     missing = [n for n in names if n not in given]
     if missing:
         raise bad_request(f"missing input tensor {missing[0]!r}; model {spec.name!r} takes {names}", "missing_input")
@@ -160,6 +163,13 @@ def to_flat(data: list) -> np.ndarray:
     return arr.reshape(-1)
 
 
+async def run(plane: DataPlane, spec: ModelSpec, request: InferRequest, override: str | None, rid: str) -> tuple[Served, dict[str, np.ndarray]]:
+    """A parsed V2 request through the data plane (sent to a stack as V1 JSON): the served result
+    and its outputs by name. Both transports of V2, HTTP and gRPC, infer through here."""
+    served = await plane.infer(Inference(spec, request.inputs, encode_inputs(request.inputs, spec), len(spec.inputs) == 1), override, rid)
+    return served, outputs_of(served.result.body, served.result.backend, spec)
+
+
 async def infer(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
     """V2 infer: the tensors (JSON or binary) validated, sent to a stack as V1 JSON, its answer
     re-shaped as V2 outputs, each as JSON or, when asked, as binary data after the JSON."""
@@ -172,9 +182,8 @@ async def infer(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
             raise bad_request(f"{exc.message}; a body carrying binary tensor data needs the {v2_binary.HEADER} header (the JSON object's length in bytes)", exc.type) from None
         raise
     request = parse_infer(parsed, spec, binary)
-    served = await plane.infer(Inference(spec, request.inputs, encode_inputs(request.inputs, spec), len(spec.inputs) == 1), call.override, call.rid)
+    served, answer = await run(plane, spec, request, call.override, call.rid)
     result = served.result
-    answer = outputs_of(result.body, result.backend, spec)
     outputs, blobs = [], []
     for t, as_binary in request.outputs:
         value = answer[t.name]
@@ -271,26 +280,42 @@ async def model_configuration(model: str, request: Request) -> Response:
     return _json(model_config(spec, platform_of(plane), plane.names))
 
 
+def metadata(plane: DataPlane, spec: ModelSpec) -> dict:
+    """A model's V2 metadata, from its spec (both transports answer it)."""
+    return {
+        "name": spec.name,
+        "versions": [str(spec.version)],
+        "platform": platform_of(plane),
+        "inputs": [{"name": t.name, "datatype": t.v2_datatype, "shape": [-1, *t.shape]} for t in spec.inputs],
+        "outputs": [{"name": t.name, "datatype": t.v2_datatype, "shape": [-1, *t.shape]} for t in spec.outputs],
+    }
+
+
+def server_metadata_body() -> dict:
+    return {"name": "twinserve", "version": VERSION, "extensions": EXTENSIONS}
+
+
+async def model_states(plane: DataPlane, model: str) -> dict[str, str]:
+    """The model's state on each backend; it is ready when any backend serves it."""
+    return (await plane.model_states())[model]
+
+
+async def server_is_ready(plane: DataPlane) -> bool:
+    """Ready when every model is served by at least one backend."""
+    return all(any(s == "READY" for s in b.values()) for b in (await plane.model_states()).values())
+
+
 @router.get("/v2/models/{model}", summary="Model metadata", response_model=V2ModelMetadata, responses=error_responses(404))
 async def model_metadata(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    spec = plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
-    return _json(
-        {
-            "name": spec.name,
-            "versions": [str(spec.version)],
-            "platform": platform_of(plane),
-            "inputs": [{"name": t.name, "datatype": t.v2_datatype, "shape": [-1, *t.shape]} for t in spec.inputs],
-            "outputs": [{"name": t.name, "datatype": t.v2_datatype, "shape": [-1, *t.shape]} for t in spec.outputs],
-        }
-    )
+    return _json(metadata(plane, plane.spec(model)))  # an unknown model raises GatewayError: a 404 from the app's handler
 
 
 @router.get("/v2/models/{model}/ready", summary="Model readiness (served by at least one backend)", response_model=V2ModelReady, responses={**error_responses(404), 503: {"model": V2ModelReady}})
 async def model_ready(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
     plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
-    states = (await plane.model_states())[model]
+    states = await model_states(plane, model)
     ready = any(s == "READY" for s in states.values())
     return _json({"name": model, "ready": ready, "backends": states}, 200 if ready else 503)
 
@@ -302,12 +327,10 @@ async def live() -> Response:
 
 @router.get("/v2/health/ready", summary="Server readiness: every model served by at least one backend", response_model=V2Ready, responses={503: {"model": V2Ready}})
 async def ready(request: Request) -> Response:
-    plane: DataPlane = request.app.state.plane
-    states = await plane.model_states()
-    ok = all(any(s == "READY" for s in b.values()) for b in states.values())
+    ok = await server_is_ready(request.app.state.plane)
     return _json({"ready": ok}, 200 if ok else 503)
 
 
 @router.get("/v2", summary="Server metadata", response_model=V2ServerMetadata)
 async def server_metadata() -> Response:
-    return _json({"name": "twinserve", "version": VERSION, "extensions": EXTENSIONS})
+    return _json(server_metadata_body())

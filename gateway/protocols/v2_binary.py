@@ -112,7 +112,7 @@ def decode(raw: bytes, datatype: str, shape: list[int], where: str) -> Any:
         raise bad_request(f"{where}: datatype {datatype!r} is not supported in binary; use one of {', '.join(NUMPY)} or BYTES", "invalid_dtype")
     needed = count * dtype.itemsize
     if len(raw) != needed:
-        raise bad_request(f"{where}: binary_data_size {len(raw)} does not fit {datatype} of shape {shape}, which takes {needed} bytes", "invalid_shape")
+        raise bad_request(f"{where}: {len(raw)} bytes of binary data do not fit {datatype} of shape {shape}, which takes {needed} bytes", "invalid_shape")
     if datatype == "BOOL" and raw and max(raw) > 1:
         raise bad_request(f"{where}: BOOL binary data must be bytes 0 or 1", "invalid_dtype")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)

@@ -7,19 +7,20 @@
 #
 #   bash services/docker/smoke.sh            (what `make compose-smoke` runs)
 # Environment: TWINSERVE_DOCKER_DIR (engine data, base image, wheelhouse; default /var/tmp/twinserve-docker),
-# SMOKE_GATEWAY_PORT (default 18000).
+# SMOKE_GATEWAY_PORT (default 18000) and SMOKE_GATEWAY_GRPC_PORT (default 18001).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 WORK=${TWINSERVE_DOCKER_DIR:-/var/tmp/twinserve-docker}
 PORT=${SMOKE_GATEWAY_PORT:-18000}
+GRPC_PORT=${SMOKE_GATEWAY_GRPC_PORT:-18001}
 PY=$ROOT/.venv/bin/python
 export DOCKER_HOST=unix://$WORK/docker.sock
 export COMPOSE_PROJECT_NAME=twinserve-smoke
 export COMPOSE_DOCKER_CLI_BUILD=0
 export BASE_IMAGE=local/python:3.11
 export TFSERVING_IMAGE=twinserve/tfserving-compat:local
-export GATEWAY_PORT=$PORT
+export GATEWAY_PORT=$PORT GATEWAY_GRPC_PORT=$GRPC_PORT
 mkdir -p "$WORK"
 
 log() { printf '\n== %s\n' "$*"; }
@@ -103,8 +104,8 @@ done
 docker-compose ps
 [ "$state" = healthy ] || { docker-compose logs --tail 40; exit 1; }
 
-log "predictions for every model through the gateway, to both stacks"
-"$PY" -m loadtests.smoke "http://127.0.0.1:$PORT"
+log "predictions for every model through the gateway, to both stacks, over REST and gRPC"
+"$PY" -m loadtests.smoke "http://127.0.0.1:$PORT" --grpc "127.0.0.1:$GRPC_PORT"
 
 log "a short locust load from the loadtest profile"
 before=$("$PY" -m loadtests.smoke --served "http://127.0.0.1:$PORT")

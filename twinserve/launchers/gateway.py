@@ -21,6 +21,7 @@ def gateway_env(stack: StackSettings) -> dict[str, str]:
         "TWINSERVE_GATEWAY_TFSERVING_URL": f"http://{h}:{stack.tfserving_rest_port}",
         "TWINSERVE_GATEWAY_MODELS": stack.models,
         "TWINSERVE_GATEWAY_PORT": str(stack.gateway_port),
+        "TWINSERVE_GATEWAY_GRPC_PORT": str(stack.gateway_grpc_port),
         "TWINSERVE_GATEWAY_HOST": stack.gateway_bind,
         **({"TWINSERVE_GATEWAY_TORCHSERVE_KEY_FILE": str(stack.run_dir / "torchserve" / "key_file.json")} if stack.torchserve_token_auth else {}),
     }
@@ -45,7 +46,7 @@ def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None
     import os
 
     env = gateway_env(stack)
-    env.update({k: v for k, v in os.environ.items() if k.startswith("TWINSERVE_GATEWAY_") and k not in ("TWINSERVE_GATEWAY_PORT", "TWINSERVE_GATEWAY_HOST")})
+    env.update({k: v for k, v in os.environ.items() if k.startswith("TWINSERVE_GATEWAY_") and k not in ("TWINSERVE_GATEWAY_PORT", "TWINSERVE_GATEWAY_GRPC_PORT", "TWINSERVE_GATEWAY_HOST")})
     env.update({f"TWINSERVE_GATEWAY_{k.upper()}": str(v) for k, v in (overrides or {}).items()})
     settings = GatewaySettings(**{k[len("TWINSERVE_GATEWAY_"):].lower(): v for k, v in env.items()})
     url = stack.gateway_url
@@ -60,9 +61,9 @@ def launch(stack: StackSettings, run_dir: Path, overrides: dict[str, str] | None
     return Launch(
         name="gateway",
         cmd=command(),
-        ports=[stack.gateway_port],
+        ports=[stack.gateway_port, *([stack.gateway_grpc_port] if stack.gateway_grpc_port else [])],
         ready=ready,
-        urls={"api": url, "docs": f"{url}/docs", "metrics": f"{url}/metrics"},
+        urls={"api": url, "docs": f"{url}/docs", "metrics": f"{url}/metrics", **({"grpc": stack.gateway_grpc_target} if stack.gateway_grpc_port else {})},
         implementation=f"FastAPI gateway ({settings.workers} worker(s), backends {settings.backends}, routing {settings.routing})",
         env=env,
         cwd=ROOT,
