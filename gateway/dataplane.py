@@ -118,6 +118,10 @@ class DataPlane:
         gauge.inc()
         try:
             result = await op(self.backends[name])
+        except asyncio.CancelledError:  # the caller went away (a gRPC deadline or cancel): no verdict on the stack
+            if breaker.state == CircuitBreaker.HALF_OPEN:
+                breaker.probing = False  # else the half-open circuit would wait for a probe that never ends
+            raise
         except BackendError as exc:
             if exc.kind in ("rejected", "overloaded"):
                 breaker.success()  # the stack answered: it is alive

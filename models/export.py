@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -198,24 +199,29 @@ def savedmodel_writer(path: Path) -> dict:
     return {"tensorflow": mg.meta_info_def.tensorflow_version, "graph_def_producer": mg.graph_def.versions.producer}
 
 
-def _series(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+def _series(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a TensorFlow version ("2.20.0", "2.21.0-rc1", "v2.21"), None if none."""
+    m = re.match(r"\s*v?(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def check_writer(name: str, writer: dict) -> None:
     """A SavedModel written by a newer TensorFlow than this one is refused here, as the project's
-    TF Serving (same release as this TensorFlow) and the compatible server refuse it: it is not
-    guaranteed to load. The same rule as services/tfserving/compat/registry.py's check_writer."""
+    TF Serving (same release as this TensorFlow, tests/test_tf_release.py) and the compatible server
+    refuse it: it is not guaranteed to load. The rule is services/tfserving/compat/registry.py's
+    check_writer, stated twice because each layer may import neither the other (models/ is the
+    bottom, services/ imports nothing of the project); tests/test_compat_release.py runs both over
+    the same cases so they cannot drift apart."""
     import tensorflow as tf
 
     written, own = writer["tensorflow"], tf.__version__
-    newer = len(_series(written)) == 2 and _series(written) > _series(own)
+    newer = _series(written) is not None and _series(own) is not None and _series(written) > _series(own)
     if newer or writer["graph_def_producer"] > tf.version.GRAPH_DEF_VERSION:
         raise ExportError(
             f"model {name!r}: its SavedModel was written by TensorFlow {written or 'unknown'} (GraphDef version "
             f"{writer['graph_def_producer']}), newer than the project's TensorFlow {own} (GraphDef version "
             f"{tf.version.GRAPH_DEF_VERSION}), which its TF Serving runs: the server would refuse it. Save it again "
-            f"with TensorFlow {'.'.join(map(str, _series(own)))}"
+            f"with TensorFlow {'.'.join(map(str, _series(own) or ()))}"
         )
 
 

@@ -95,6 +95,30 @@ def test_export_refuses_an_imported_savedmodel_from_a_newer_tensorflow(copies: d
     check_writer("mine", savedmodel_writer(copies["good"]))
 
 
+@pytest.mark.parametrize("writer", ["2.20.0", "2.20.9", "2.21.0", "2.21.0-rc1", "2.21rc0", "v2.21.0", "3.0.0", "2.19.1", "", "nightly"])
+def test_export_and_server_apply_one_rule(writer: str) -> None:
+    """The rule is stated in models/ and in services/ (neither layer may import the other): both
+    refuse exactly the same writers."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from models.export import ExportError, check_writer as export_check
+    from services.tfserving.compat.registry import SavedModelTooNew, check_writer as server_check
+
+    meta_graph = meta_graph_pb2.MetaGraphDef()
+    meta_graph.meta_info_def.tensorflow_version = writer
+    meta_graph.graph_def.versions.producer = tf.version.GRAPH_DEF_VERSION
+    verdicts = []
+    for check, refused in ((lambda: export_check("m", {"tensorflow": writer, "graph_def_producer": tf.version.GRAPH_DEF_VERSION}), ExportError), (lambda: server_check("m", 1, meta_graph), SavedModelTooNew)):
+        try:
+            check()
+            verdicts.append("loads")
+        except refused:
+            verdicts.append("refused")
+    assert verdicts[0] == verdicts[1], (writer, verdicts)
+    assert verdicts[0] == ("refused" if writer in ("2.21.0", "2.21.0-rc1", "2.21rc0", "v2.21.0", "3.0.0") else "loads")
+
+
 def test_start_up_refuses_only_the_too_new_version_and_names_it(copies: dict[str, Path]) -> None:
     """Every configured model is tried; the server then exits, as TF Serving does, with one line per
     refused version (here without starting a process: the registry the server runs)."""

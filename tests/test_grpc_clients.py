@@ -374,3 +374,90 @@ def test_malformed_tensors_are_invalid_argument(predict, v2) -> None:  # type: i
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (call, err.value.code(), err.value.details())
         assert_clean(err.value.details(), ("features",))
         assert metadata_of(err.value.trailing_metadata()).get("x-error-type"), err.value.trailing_metadata()
+
+
+# what TF Serving's own clients may send: typed values, versions; and the gateway's resilience over gRPC ----
+def test_typed_values_are_read_as_tensorflow_reads_them_and_shapes_are_checked_first(predict) -> None:  # type: ignore[no-untyped-def]
+    """float_val with fewer values than the shape holds repeats the last one (TensorFlow's rule); a
+    shape beyond the batch limit is refused before anything is expanded (a 40-byte message could
+    otherwise declare billions of values)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    def typed(rows: int, values: list[float]):  # type: ignore[no-untyped-def]
+        req = predict_request("tabular", {})
+        req.inputs["features"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=values, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[{"size": rows}, {"size": 30}])))
+        return req
+
+    short = tf.make_ndarray(predict.Predict(typed(2, [0.5]), timeout=60).outputs["probabilities"])
+    full = tf.make_ndarray(predict.Predict(predict_request("tabular", {"features": np.full((2, 30), 0.5, np.float32)}), timeout=60).outputs["probabilities"])
+    np.testing.assert_array_equal(short, full)
+    for rows, kind in ((3_000_000, "batch_too_large"), (2**62, "batch_too_large")):
+        with pytest.raises(grpc.RpcError) as err:
+            predict.Predict(typed(rows, [0.5]), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert metadata_of(err.value.trailing_metadata()).get("x-error-type") == kind
+    with pytest.raises(grpc.RpcError) as err:
+        predict.Predict(typed(1, [0.5] * 31), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "31 values" in err.value.details()
+
+
+def test_versions_and_malformed_messages(predict, channel) -> None:  # type: ignore[no-untyped-def]
+    req = predict_request("tabular", {"features": f32(1, 30)})
+    req.model_spec.version.value = 7
+    with pytest.raises(grpc.RpcError) as err:
+        predict.Predict(req, timeout=30)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "7" in err.value.details()
+    assert metadata_of(err.value.trailing_metadata()).get("x-error-type") == "unknown_version"
+
+    raw = channel.unary_unary("/tensorflow.serving.PredictionService/Predict", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    with pytest.raises(grpc.RpcError) as err:
+        raw(b"\xff\xff\xff\xff not a protobuf", timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "PredictRequest" in err.value.details()
+    assert metadata_of(err.value.trailing_metadata()).get("x-error-type") == "malformed_message"
+
+
+def test_grpc_calls_are_counted_in_the_metrics(triton, urls: dict, specs: dict) -> None:  # type: ignore[no-untyped-def]
+    triton.infer("tabular", triton_inputs(examples(specs["tabular"])), headers={"x-backend": "tfserving"})
+    text = httpx.get(f"{urls['gateway']}/metrics", timeout=10).text
+    assert 'twinserve_gateway_requests_total{backend="tfserving",endpoint="grpc_v2_infer",model="tabular",status="200"}' in text
+    assert 'endpoint="grpc_tfs_predict"' in text
+
+
+def test_failover_and_a_dead_stack_over_grpc(urls: dict, specs: dict) -> None:
+    """The data plane's failover reaches gRPC clients: the answer says who served and who failed;
+    with failover off, the dead stack is UNAVAILABLE naming it."""
+    from gatewayutil import dead_url, running_gateway
+
+    from conftest import free_port
+
+    arrays = examples(specs["tabular"])
+    stacks = {"torchserve_url": urls["torchserve"], "torchserve_management_url": urls["management"], "tfserving_url": dead_url()}
+    for failover in (True, False):
+        port = free_port()
+        with running_gateway(**stacks, primary="tfserving", failover=failover, grpc_port=port), grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            if failover:
+                _, call = stub.Predict.with_call(predict_request("tabular", arrays), timeout=60)
+                meta = metadata_of(call.initial_metadata())
+                assert (meta.get("x-backend"), meta.get("x-failover-from")) == ("torchserve", "tfserving"), meta
+            else:
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Predict(predict_request("tabular", arrays), timeout=60)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "tfserving" in err.value.details()
+                trailing = metadata_of(err.value.trailing_metadata())
+                assert (trailing.get("x-error-type"), trailing.get("x-backend")) == ("backend_unavailable", "tfserving"), trailing
+
+
+def test_the_compose_smoke_client_agrees_over_rest_and_grpc(urls: dict, own_model: dict) -> None:
+    """What `make compose-smoke` runs against the containers, here against the native stack (its own
+    process, reading the session's manifest from TWINSERVE_MANIFEST like every twinserve process)."""
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "loadtests.smoke", urls["gateway"], "--grpc", urls["gateway_grpc"]], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("gRPC via") == 2 * 4, run.stdout  # the four row models, both stacks (mobilenet's bytes skipped)

@@ -19,6 +19,7 @@ INVALID_ARGUMENT naming the message, not gRPC's generic deserialisation failure.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from gateway import metrics
-from gateway.dataplane import DataPlane
+from gateway.dataplane import DataPlane, Served
 from gateway.errors import GatewayError, internal_error
 from gateway.grpcapi.schema import message
-from gateway.http import Outcome, check_api_key, request_id
+from gateway.http import Outcome, check_api_key, request_id, served_headers
 from gateway.logs import AccessLog
 from gateway.settings import GatewaySettings
 
@@ -65,6 +66,11 @@ class Rpc:
     override: str | None
     outcome: Outcome
     answer: dict[str, str] = field(default_factory=dict)
+
+    def served(self, served: Served) -> None:
+        """Who answered, in the initial metadata: the headers REST answers (gateway/http.py), lower-case."""
+        self.outcome.backend = served.result.backend
+        self.answer.update({k.lower(): v for k, v in served_headers(served.result.backend, served.result.seconds, served.failover_from).items()})
 
 
 Handler = Callable[[DataPlane, Any, Rpc], Awaitable[Message]]
@@ -136,6 +142,10 @@ class GrpcFrontEnd:
             self._finish(rid, path, outcome)
             trailing = [("x-request-id", rid), ("x-error-type", exc.type), *([("x-backend", exc.backend)] if exc.backend else [])]
             await context.abort(STATUS_CODES.get(exc.status, grpc.StatusCode.UNKNOWN), exc.message, trailing_metadata=tuple(trailing))
+        except asyncio.CancelledError:  # the client's deadline passed, it cancelled, or the server is stopping
+            outcome.status = 499
+            self._finish(rid, path, outcome)
+            raise
         except Exception:
             log.exception("unhandled error on %s (request %s)", path, rid)
             outcome.status = 500
@@ -157,8 +167,9 @@ async def start(settings: GatewaySettings, plane: DataPlane, services: Services,
     it alone, so a port already taken fails the start instead of being shared."""
     server = grpc.aio.server(options=[
         # the limit itself is checked per call (a clear body_too_large like REST's 413); gRPC's own
-        # check, at twice the limit, only stops a far larger message before it is read whole
-        ("grpc.max_receive_message_length", 2 * settings.max_body_bytes),
+        # check, at twice the limit (an int32 option), only stops a far larger message before it is
+        # read whole, with gRPC's RESOURCE_EXHAUSTED and its own message
+        ("grpc.max_receive_message_length", min(2 * settings.max_body_bytes, 2**31 - 1)),
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ])
     server.add_generic_rpc_handlers(GrpcFrontEnd(plane, services, keys, access, settings.max_body_bytes).handlers())

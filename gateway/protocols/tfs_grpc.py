@@ -18,6 +18,7 @@ UNIMPLEMENTED, as the REST :classify and :regress answer 501.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -74,9 +75,13 @@ def model_of(plane: DataPlane, model_spec: Any) -> ModelSpec:
     return spec
 
 
-def tensor_value(proto: Any, t: TensorSpec) -> Any:
+def tensor_value(proto: Any, spec: ModelSpec, t: TensorSpec) -> Any:
     """An input TensorProto as TensorFlow reads it: an array of its shape, or, for DT_STRING, the list
-    of its values (one per instance). INVALID_ARGUMENT naming the input for what does not fit."""
+    of its values (one per instance). INVALID_ARGUMENT naming the input for what does not fit.
+
+    The shape is checked against the input (rank, per-instance shape, batch limit) before any value
+    is read or expanded: a message of a few bytes can declare billions of elements, which TensorFlow's
+    rule for typed values (fewer values than the shape holds repeat the last) would then allocate."""
     where = f"input {t.name!r}"
     wanted = DT_NAMES[t.numpy_dtype]
     got = dt_name(proto.dtype)
@@ -85,22 +90,28 @@ def tensor_value(proto: Any, t: TensorSpec) -> Any:
     if proto.tensor_shape.unknown_rank or any(d.size < 0 for d in proto.tensor_shape.dim):
         raise bad_request(f"{where}: tensor_shape must give every dimension's size", "invalid_shape")
     shape = [d.size for d in proto.tensor_shape.dim]
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if len(shape) != 1 + len(t.shape) or not t.matches(tuple(shape[1:])):
+        raise bad_request(f"each instance of input {t.name!r} of model {spec.name!r} must have shape {t.shown()}; got a tensor of shape {shape} (batch first)", "invalid_shape")
+    if shape[0] > spec.max_batch:
+        raise bad_request(f"batch of {shape[0]} instances exceeds the limit of {spec.max_batch} for model {spec.name!r}", "batch_too_large")
+    count = math.prod(shape)  # bounded now: max_batch instances of the input's shape (or its -1 sizes)
     if t.is_bytes:
-        values = list(proto.string_val)
-        if len(shape) != 1:
-            raise bad_request(f"{where} takes one bytes value per instance, shape [N]; got shape {shape}", "invalid_shape")
-        return complete(values, count, where)
+        return complete(list(proto.string_val), count, where)
     dtype = np.dtype(t.numpy_dtype).newbyteorder("<")
     if proto.tensor_content:
         if len(proto.tensor_content) != count * dtype.itemsize:
             raise bad_request(f"{where}: tensor_content holds {len(proto.tensor_content)} bytes but {wanted} of shape {shape} takes {count * dtype.itemsize}", "invalid_shape")
         return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
     values = getattr(proto, VAL_FIELDS[wanted])
-    if wanted == "DT_HALF":  # half_val carries each float16's bit pattern in an int32
-        array = np.asarray(values, dtype=np.uint16).view(np.float16)
-    else:
-        array = np.asarray(values, dtype=dtype)
+    if len(values) > count:
+        raise bad_request(f"{where} holds {len(values)} values but its shape holds {count}", "invalid_shape")
+    try:
+        if wanted == "DT_HALF":  # half_val carries each float16's bit pattern in an int32
+            array = np.asarray(values, dtype=np.uint16).view(np.float16)
+        else:
+            array = np.asarray(values, dtype=dtype)
+    except OverflowError:
+        raise bad_request(f"{where} holds a value out of {wanted}'s range", "invalid_dtype") from None
     return np.asarray(complete(array, count, where), dtype=dtype).reshape(shape)
 
 
@@ -137,7 +148,7 @@ async def predict(plane: DataPlane, request: Any, rpc: Rpc) -> Message:
         t = by_name.get(key)
         if t is None:
             raise bad_request(f"input tensor alias not found in signature: {key}. Inputs expected to be in the set {{{','.join(by_name)}}}.", "unknown_input")
-        columns[key] = tensor_value(proto, t)
+        columns[key] = tensor_value(proto, spec, t)
     inputs, _ = v1_inputs({"signature_name": signature, "inputs": columns}, spec)
     known = [t.name for t in spec.outputs]
     wanted = list(request.output_filter) or known
@@ -154,7 +165,7 @@ async def predict(plane: DataPlane, request: Any, rpc: Rpc) -> Message:
     for name in wanted:
         response.outputs[name].CopyFrom(tensor_proto(answer[name]))
     rpc.outcome.backend = result.backend
-    rpc.answer.update({"x-backend": result.backend, "x-upstream-ms": f"{result.seconds * 1000:.3f}", **({"x-failover-from": served.failover_from} if served.failover_from else {})})
+    rpc.served(served)
     return response
 
 

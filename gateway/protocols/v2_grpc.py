@@ -100,6 +100,8 @@ def as_body(request: Any) -> tuple[dict, dict[str, bytes]]:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise bad_request(f"raw_input_contents holds {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in the inputs' order, or none", "invalid_binary_data")
+    if raw and any(tensor.HasField("contents") for tensor in request.inputs):
+        raise bad_request("the request has both raw_input_contents and typed contents: send every input one way", "invalid_binary_data")
     inputs: list[dict] = []
     raws: dict[str, bytes] = {}
     for i, tensor in enumerate(request.inputs):
@@ -135,7 +137,7 @@ async def model_infer(plane: DataPlane, request: Any, rpc: Rpc) -> Message:
         out = response.outputs.add(name=t.name, datatype=t.v2_datatype)
         out.shape.extend(value.shape)
         response.raw_output_contents.append(v2_binary.encode(value, t.v2_datatype, t.numpy_dtype))
-    rpc.answer.update({"x-backend": backend, "x-upstream-ms": f"{served.result.seconds * 1000:.3f}", **({"x-failover-from": served.failover_from} if served.failover_from else {})})
+    rpc.served(served)
     return response
 
 
