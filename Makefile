@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup python java nginx export test demo up down status bench compose-smoke clean
+.PHONY: setup python java nginx chromium export test demo up down status bench compose-smoke clean
 
 setup: python java nginx $(STAMP)
 
@@ -20,6 +20,11 @@ java:
 nginx:
 	@bash loadtests/ensure-nginx.sh
 
+# Headless Chromium (Debian's chromium): a test opens a bench report and checks that every chart loaded.
+# Only the tests need it, so `make test` installs it and `make demo` does not wait for it.
+chromium:
+	@bash loadtests/ensure-chromium.sh
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -29,7 +34,7 @@ $(STAMP): pyproject.toml
 export: setup
 	$(BIN)/twinserve export
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest
 
 demo: setup

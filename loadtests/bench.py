@@ -23,6 +23,7 @@ from typing import Callable
 
 from loadtests import stats
 from loadtests.resources import GroupMonitor, TreeMonitor
+from loadtests.stability import Rule
 from loadtests.targets import FRONTS, TARGETS, Target
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -40,7 +41,7 @@ class BenchConfig:
     profile: str = "closed"  # closed | open | ramp
     users: int = 16
     spawn_rate: float = 16.0
-    duration_s: int = 20
+    duration_s: int | None = 20  # None: stability mode (each run ends once stable, or at max_duration_s)
     warmup_s: int = 5
     repetitions: int = 3
     rate: float = 200.0  # open loop: total requests per second
@@ -49,6 +50,14 @@ class BenchConfig:
     slo_p99_ms: float = 50.0
     instances: int = 1
     processes: int = 0  # >0: locust --processes N (a master and N workers)
+    window_s: float = 5.0  # measurement window (loadtests/stability.py)
+    stable_windows: int = 3  # stable when this many last windows agree...
+    stable_tolerance: float = 0.10  # ...within this fraction of their mean, req/s and p99 each
+    max_duration_s: int = 60  # stability mode: a run that has not settled by then ends, marked unstable
+
+    @property
+    def rule(self) -> Rule:
+        return Rule(self.stable_windows, self.stable_tolerance, self.window_s)
 
 
 @dataclass
@@ -83,26 +92,33 @@ def run_locust(cfg: BenchConfig, target: Target, model: str, users: int, seconds
     return run.returncode, run.cpu_share, run.stderr_tail
 
 
-def locust_process(cfg: BenchConfig, target: Target, model: str, users: int, seconds: int, prefix: Path, rate_per_user: float = 0.0, count_from_spawned: bool = False) -> LocustProcess:
-    """One headless locust subprocess that loads `target` for `seconds` once every user has spawned.
+def locust_process(cfg: BenchConfig, target: Target, model: str, users: int, seconds: int | None, prefix: Path, rate_per_user: float = 0.0, count_from_spawned: bool = False, hdr: bool = False) -> LocustProcess:
+    """One headless locust subprocess that loads `target` for `seconds` once every user has spawned
+    (`seconds` None: until the stability rule holds, at most `cfg.max_duration_s`).
 
     The locustfile's own clock (`--seconds-after-spawn`) ends the run, because locust's `-t`
     fired seconds early: it is armed from a stale gevent loop time after the locustfile import
     (see loadtests/locustfile.py). `-t` stays only as a backstop, well past the clock.
     `count_from_spawned` also resets locust's statistics at that moment (`--reset-stats`), so a
-    slow `--spawn-rate` ramp is not counted, as a warm-up is not.
+    slow `--spawn-rate` ramp is not counted, as a warm-up is not. `hdr` has the locustfile write
+    every request's µs latency, per window, with the stability verdict, to `<prefix>_hdr.json`.
     """
     prefix.parent.mkdir(parents=True, exist_ok=True)
     spawn_rate = users if cfg.profile == "ramp" else cfg.spawn_rate  # a ramp step starts its users at once
     spawning_s = math.ceil(users / spawn_rate) if spawn_rate > 0 else 0
-    backstop = seconds + spawning_s + BACKSTOP_S
+    longest = seconds if seconds is not None else cfg.max_duration_s + cfg.window_s
+    backstop = math.ceil(longest) + spawning_s + BACKSTOP_S
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), target.user_class,
         "--headless", "-u", str(users), "-r", str(spawn_rate),
         "-t", f"{backstop}s", "--host", cfg.urls[target.url_key],
         "--csv", str(prefix), "--json-file", str(prefix), "--only-summary", "--stop-timeout", "5",
-        "--loglevel", "WARNING", "--seconds-after-spawn", str(seconds),
+        "--loglevel", "WARNING",
+        "--window", str(cfg.window_s), "--stable-windows", str(cfg.stable_windows), "--stable-tolerance", str(cfg.stable_tolerance),
     ]
+    cmd += ["--seconds-after-spawn", str(seconds)] if seconds is not None else ["--stable-max-seconds", str(cfg.max_duration_s)]
+    if hdr:
+        cmd += ["--hdr-file", f"{prefix}_hdr.json"]
     if count_from_spawned:
         cmd.append("--reset-stats")
     if cfg.processes > 0:
@@ -133,7 +149,7 @@ def locust_process(cfg: BenchConfig, target: Target, model: str, users: int, sec
     return LocustProcess(proc.returncode, cpu / max(wall, 1e-9), (stderr or "")[-2000:], tree)
 
 
-def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: int, seconds: int, tag: str, pgids: dict[str, int], rate_per_user: float = 0.0) -> LocustRun:
+def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: int, seconds: int | None, tag: str, pgids: dict[str, int], rate_per_user: float = 0.0) -> LocustRun:
     """One counted locust run, with the CPU of the stack ("stack"; both stacks for the routed gateway
     target) and of the process in front of it (keyed by its name: "gateway", "nginx" or "floor")
     charged to the target's requests.
@@ -149,11 +165,11 @@ def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: 
     with contextlib.ExitStack() as watching:
         for monitor in monitors.values():
             watching.enter_context(monitor)
-        run = locust_process(cfg, target, model, users, seconds, prefix, rate_per_user, count_from_spawned=True)
+        run = locust_process(cfg, target, model, users, seconds, prefix, rate_per_user, count_from_spawned=True, hdr=True)
     path = Path(f"{prefix}.json")
     if not path.exists():
         raise RuntimeError(f"locust wrote no statistics for {target.name}/{model} (exit {run.returncode}): {run.stderr_tail.strip()[-500:]}")
-    figures = stats.figures(path)
+    figures = stats.figures(path, Path(f"{prefix}_hdr.json"))
     window = (figures.window_start, figures.window_end) if figures.requests else None
     server: dict = {}
     for role, mon in monitors.items():
@@ -213,8 +229,16 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
             if not reps:
                 continue
             fig = [r.figures for r in reps]
-            med = {k: round(statistics.median(getattr(f, k) for f in fig), 3) for k in ("rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")}
-            spread = {k: [min(getattr(f, k) for f in fig), max(getattr(f, k) for f in fig)] for k in ("rps", "p99_ms")}
+            figs = [f.as_dict() for f in fig]
+            med = {k: round(statistics.median(f[k] for f in figs), 3) for k in ("rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99.9_ms", "max_ms", "mean_ms")}
+            lat = [f.latency_us for f in fig]
+            if all(lat) and all(x["count"] for x in lat):
+                med["latency_us"] = {k: round(statistics.median(x[k] for x in lat), 1) for k in lat[0]}
+            spread = {k: [min(f[k] for f in figs), max(f[k] for f in figs)] for k in ("rps", "p50_ms", "p99_ms")}
+            stable, notes = stability_of(reps)
+            warnings += notes
+            for r in reps:
+                warnings += [f"{model} → {name} ({r.prefix.name}): HDR and locust disagree beyond locust's rounding: {p}" for p in r.figures.latency_check]
             server = {}
             for role in ("stack", *FRONTS):
                 values = [r.server[role]["cpu_ms_per_request"] for r in reps if role in r.server and r.server[role]["cpu_ms_per_request"] is not None]
@@ -224,7 +248,8 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
                         "peak_rss_mb": max(r.server[role]["peak_rss_mb"] for r in reps if role in r.server),
                     }
             window = window_summary(reps, cfg.duration_s)
-            warnings += window_warnings(reps, cfg.duration_s)
+            if cfg.duration_s is not None:
+                warnings += window_warnings(reps, cfg.duration_s)
             locust_share = max(r.locust_cpu_share for r in reps)
             if locust_share > SATURATION:
                 warnings.append(f"{model} → {name}: the load generator's busiest process used {locust_share:.0%} of a core while requests were counted; its figures may be capped by locust, not the target (use --processes N)")
@@ -249,6 +274,7 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
                     "failure_reasons": reasons,
                     "median": med,
                     "spread": spread,
+                    "stable": stable,
                     "window_s": window,
                     "server": server,
                     "locust_cpu_share_max": locust_share,
@@ -261,17 +287,38 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
             if not steps:
                 continue
             warnings += window_warnings(steps, cfg.ramp_step_s)
-            points = [{"users": r.users, "rps": r.figures.rps, "p50_ms": r.figures.p50_ms, "p99_ms": r.figures.p99_ms, "failures": r.figures.failures, "window_s": r.figures.window_s} for r in steps]
+            points = [
+                {"users": r.users, "rps": r.figures.rps, "p50_ms": r.figures.p50_ms, "p99_ms": r.figures.p99_ms, "latency_us": r.figures.latency_us, "failures": r.figures.failures, "window_s": r.figures.window_s, "stable": (r.figures.stability or {}).get("stable")}
+                for r in steps
+            ]
             ok = [p for p in points if p["p99_ms"] <= cfg.slo_p99_ms and p["failures"] == 0]
             best = max(ok, key=lambda p: p["rps"]) if ok else None
             ramp.append({"model": model, "target": name, "slo_p99_ms": cfg.slo_p99_ms, "points": points, "best": best})
     return {"results": results, "ramp": ramp, "ratios": ratios(results), "warnings": warnings}
 
 
-def window_summary(runs: list[LocustRun], asked_s: int) -> dict:
-    """The windows locust counted over (first to last request) beside the duration asked for."""
+def window_summary(runs: list[LocustRun], asked_s: int | None) -> dict:
+    """The windows locust counted over (first to last request) beside the duration asked for
+    (None: stability mode, where each run lasts until it is stable)."""
     windows = [r.figures.window_s for r in runs]
     return {"asked": asked_s, "min": min(windows), "median": round(statistics.median(windows), 3), "max": max(windows)}
+
+
+def stability_of(runs: list[LocustRun]) -> tuple[bool | None, list[str]]:
+    """A target's stability over its repetitions: False if any repetition ended unstable, True if
+    every one was stable, None when some were not judged (a fixed run shorter than the windows the
+    rule needs, or no µs recording); with a warning per unstable repetition."""
+    verdicts = [r.figures.stability for r in runs]
+    notes = []
+    for r, v in zip(runs, verdicts):
+        if v and v.get("stable") is False:
+            how = f"did not settle within {v['rule']['max_s']:g} s" if v.get("ended") == "maximum time" else "was not stable"
+            notes.append(f"{r.model} → {r.target} ({r.prefix.name}) {how}: {v.get('reason')}; marked unstable")
+    if any(v and v.get("stable") is False for v in verdicts):
+        return False, notes
+    if verdicts and all(v and v.get("stable") is True for v in verdicts):
+        return True, notes
+    return None, notes
 
 
 def window_warnings(runs: list[LocustRun], asked_s: int) -> list[str]:

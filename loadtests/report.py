@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtests import stats  # noqa: E402
+from loadtests import stats, verdict  # noqa: E402
 
 COLOURS = {
     "torchserve": "#ee4c2c", "tfserving": "#ff8f00", "gateway-torchserve": "#9c2a1c", "gateway-tfserving": "#a65d00",
@@ -39,12 +39,32 @@ def window_note(summary: dict) -> str:
     else:
         asked = config["duration_s"]
         windows = [w for r in summary["results"] for w in (r["window_s"]["min"], r["window_s"]["max"]) if "window_s" in r]
-        what = f"Each measured run asked for {asked} s of load"
+        if asked is None:
+            what = (
+                f"Each measured run lasted until stable — {stability_rule(config)} — or at most {config.get('max_duration_s')} s "
+                "(then it is marked unstable)"
+            )
+        else:
+            what = f"Each measured run asked for {asked} s of load"
     measured = f"{min(windows):.2f}–{max(windows):.2f} s" if windows else "not recorded"
     return (
         f"{what}, counted from the moment every user had spawned; the windows locust actually counted "
         f"(first to last request, from its JSON; per run in summary.json) were {measured}."
     )
+
+
+def stability_rule(config: dict) -> str:
+    n, tol, w = config.get("stable_windows", 3), config.get("stable_tolerance", 0.10), config.get("window_s", 5.0)
+    return f"the last {n} windows of {w:g} s agree, req/s and p99 each within ±{tol:.0%} of their mean"
+
+
+def has_hdr(summary: dict) -> bool:
+    return any(rep.get("latency_us") for r in summary["results"] for rep in r.get("repetitions", []))
+
+
+def ms(value: float | None) -> str:
+    """A latency in ms for a table: 3 significant digits (the HDR histograms' precision)."""
+    return stats.significant(value)
 
 
 def caveats(summary: dict) -> list[str]:
@@ -53,8 +73,17 @@ def caveats(summary: dict) -> list[str]:
         f"Load generator and servers share one machine ({env['machine']['cpu_count']} CPUs): absolute figures are lower than on dedicated hosts; compare ratios measured in the same run.",
         f"{warmup_note(summary['config'])}, and {summary['config']['repetitions']} repetitions with the target order rotated; medians are reported with their min–max spread.",
         window_note(summary),
-        "Latency is measured by locust at the client, rounded by locust to whole milliseconds below 100 ms.",
+        (
+            "Latency is every request's exact response time at the client (locust's perf_counter timing), recorded in µs into HDR "
+            "histograms (3 significant digits) in every locust process and merged; locust's own percentiles, rounded to whole "
+            "milliseconds below 100 ms, are kept per repetition in summary.json (`locust_ms`) as a cross-check, and any disagreement "
+            "beyond their rounding is listed under Warnings."
+            if has_hdr(summary)
+            else "Latency is measured by locust at the client, rounded by locust to whole milliseconds below 100 ms."
+        ),
     ]
+    if summary["config"].get("duration_s") is not None and summary["config"]["profile"] != "ramp":
+        out.append(f"Fixed-duration runs: stability ({stability_rule(summary['config'])}) is judged on each run's last windows for information, and not at all for a run shorter than that many windows.")
     impl = env.get("tfserving_implementation", "")
     if "compat" in impl.lower() or "not tensorflow serving" in impl.lower():
         out.insert(0, f"The TensorFlow side ran on **{impl}**, because `tensorflow_model_server` was not available. Its figures are the compatible server's, NOT TensorFlow Serving's.")
@@ -80,11 +109,11 @@ def write_charts(summary: dict, out: Path) -> list[str]:
     for model in models:
         rows = [r for r in summary["results"] if r["model"] == model]
         fig, ax = plt.subplots(figsize=(8, 4))
-        keys = ("p50_ms", "p90_ms", "p95_ms", "p99_ms")
+        keys = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99.9_ms")
         width = 0.8 / max(1, len(rows))
         for i, r in enumerate(rows):
             xs = [k + i * width for k in range(len(keys))]
-            ax.bar(xs, [r["median"][k] for k in keys], width, label=r["target"], color=COLOURS.get(r["target"]))
+            ax.bar(xs, [r["median"].get(k, 0.0) for k in keys], width, label=r["target"] + ("" if r.get("stable") is not False else " (unstable)"), color=COLOURS.get(r["target"]))
         ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(keys))], [k.replace("_ms", "") for k in keys])
         ax.set_ylabel("latency (ms, median over repetitions)")
         ax.set_title(f"{model}: latency percentiles per target")
@@ -93,19 +122,12 @@ def write_charts(summary: dict, out: Path) -> list[str]:
 
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=False)
         for r in rows:
-            prefix = Path(summary["locust_dir"]) / f"{model}_{r['target']}_rep{len(r['repetitions'])}"
-            per_sec = stats.per_second(Path(f"{prefix}.json")) if Path(f"{prefix}.json").exists() else []
-            if per_sec:
-                t0 = per_sec[0][0]
-                ax1.plot([s - t0 for s, _ in per_sec], [n for _, n in per_sec], label=r["target"], color=COLOURS.get(r["target"]))
-            hist = stats.history(Path(f"{prefix}_stats_history.csv"))
-            if hist:
-                t0 = hist[0]["t"]
-                ax2.plot([h["t"] - t0 for h in hist], [h["p99"] for h in hist], label=r["target"], color=COLOURS.get(r["target"]))
+            timeseries(ax1, ax2, Path(summary["locust_dir"]) / f"{model}_{r['target']}_rep{len(r['repetitions'])}", r)
         ax1.set_ylabel("requests/s")
-        ax1.set_title(f"{model}: throughput and rolling p99 over time (last repetition)")
+        ax1.set_title(f"{model}: throughput and p99 over time (last repetition)")
         ax2.set_ylabel("p99 (ms)")
-        ax2.set_xlabel("seconds")
+        ax2.set_xlabel("seconds since the counted window began")
+        ax2.text(0.0, -0.28, "lines: locust, per whole second (req/s) and rolling (p99); steps: each measurement window (HDR p99)", transform=ax2.transAxes, fontsize=7, color="grey")
         ax1.legend(fontsize=8)
         charts.append(save(fig, out, f"timeseries_{model}.png"))
     for model in dict.fromkeys(r["model"] for r in summary["ramp"]):
@@ -122,9 +144,29 @@ def write_charts(summary: dict, out: Path) -> list[str]:
     return charts
 
 
+def timeseries(ax1: "plt.Axes", ax2: "plt.Axes", prefix: Path, r: dict) -> None:
+    """One target's last repetition over time, from the start of its counted window: locust's
+    requests per whole second (the partial first and last seconds dropped) and rolling p99, and the
+    measurement windows' req/s and HDR p99 as steps."""
+    colour = COLOURS.get(r["target"])
+    rep = r["repetitions"][-1] if r["repetitions"] else {}
+    per_sec = stats.per_second(Path(f"{prefix}.json")) if Path(f"{prefix}.json").exists() else []
+    t0 = rep.get("window_start") or (per_sec[0][0] if per_sec else 0)
+    if per_sec:
+        ax1.plot([s + 0.5 - t0 for s, _ in per_sec], [n for _, n in per_sec], label=r["target"], color=colour)
+    hist = [h for h in stats.history(Path(f"{prefix}_stats_history.csv")) if h["t"] >= t0]
+    if hist:
+        ax2.plot([h["t"] - t0 for h in hist], [h["p99"] for h in hist], color=colour, alpha=0.5)
+    for w in (rep.get("stability") or {}).get("windows", []):
+        xs = [w["start"] - t0, w["end"] - t0]
+        ax1.plot(xs, [w["rps"]] * 2, color=colour, linewidth=3, alpha=0.6)
+        if w["p99_us"] is not None:
+            ax2.plot(xs, [w["p99_us"] / 1000] * 2, color=colour, linewidth=3, alpha=0.8)
+
+
 def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """One row per target; "proxy CPU" is the CPU of whatever stands in front of the stack (gateway, nginx or floor)."""
-    head = ["model", "target", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "failures", "stack CPU ms/req", "proxy CPU ms/req", "req/s spread", "p99 spread", "window s (measured)"]
+    head = ["model", "target", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms", "max ms", "failures", "stable", "stack CPU ms/req", "proxy CPU ms/req", "req/s spread", "p99 spread", "window s (measured)"]
     rows = []
     for r in summary["results"]:
         m = r["median"]
@@ -133,12 +175,13 @@ def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
         gw_cpu = r["server"].get(front, {}).get("cpu_ms_per_request") if front else None
         rows.append(
             [
-                r["model"], r["target"], f"{m['rps']:.1f}", f"{m['p50_ms']:g}", f"{m['p90_ms']:g}", f"{m['p95_ms']:g}", f"{m['p99_ms']:g}", f"{m['max_ms']:.1f}",
+                r["model"], r["target"], f"{m['rps']:.1f}", ms(m["p50_ms"]), ms(m["p90_ms"]), ms(m["p95_ms"]), ms(m["p99_ms"]), ms(m.get("p99.9_ms")), ms(m["max_ms"]),
                 f"{r['failures']}/{r['requests']}",
+                stable_cell(r.get("stable")),
                 "" if stack_cpu is None else f"{stack_cpu:.3f}",
                 "" if gw_cpu is None else f"{gw_cpu:.3f}",
                 f"{r['spread']['rps'][0]:.0f}–{r['spread']['rps'][1]:.0f}",
-                f"{r['spread']['p99_ms'][0]:g}–{r['spread']['p99_ms'][1]:g}",
+                f"{ms(r['spread']['p99_ms'][0])}–{ms(r['spread']['p99_ms'][1])}",
                 window_cell(r.get("window_s")),
             ]
         )
@@ -146,11 +189,57 @@ def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def window_cell(window: dict | None) -> str:
-    """The counted windows of a target's runs, beside the duration asked for: "3.98–4.01 of 4"."""
+    """The counted windows of a target's runs, beside the duration asked for: "3.98–4.01 of 4"
+    (stability mode: "15.02–25.01, until stable")."""
     if not window:
         return ""
     span = f"{window['min']:.2f}" if window["min"] == window["max"] else f"{window['min']:.2f}–{window['max']:.2f}"
-    return f"{span} of {window['asked']}"
+    return f"{span}, until stable" if window["asked"] is None else f"{span} of {window['asked']}"
+
+
+def stable_cell(stable: bool | None) -> str:
+    return {True: "stable", False: "UNSTABLE", None: "not judged"}[stable]
+
+
+def stability_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Per repetition: how the run ended, its windows, and the rule's reading of the last ones."""
+    rows = []
+    for r in summary["results"]:
+        for i, rep in enumerate(r["repetitions"], start=1):
+            st = rep.get("stability")
+            if not st:
+                continue
+            windows = st.get("windows", [])
+            rows.append(
+                [
+                    r["model"], r["target"], str(i), stable_cell(st.get("stable")), st.get("ended", ""), str(len(windows)),
+                    " ".join(f"{w['rps']:.0f}" for w in windows[-6:]),
+                    " ".join(ms(w["p99_us"] / 1000) if w["p99_us"] is not None else "–" for w in windows[-6:]),
+                    st.get("reason", ""),
+                ]
+            )
+    return ["model", "target", "rep", "stable", "ended", "windows", "req/s per window (last 6)", "p99 ms per window (last 6)", "rule"], rows
+
+
+def latency_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The HDR percentiles in µs beside locust's own (rounded) ones, median over repetitions."""
+    rows = []
+    for r in summary["results"]:
+        lat = r["median"].get("latency_us")
+        if not lat:
+            continue
+        own = [rep.get("locust_ms", {}) for rep in r["repetitions"]]
+
+        def theirs(key: str, own: list[dict] = own) -> str:
+            vals = sorted(o[key] for o in own if key in o)
+            return f"{vals[len(vals) // 2]:g}" if vals else ""
+
+        agree = "yes" if not any(rep.get("latency_check") for rep in r["repetitions"]) else "NO (see Warnings)"
+        rows.append(
+            [r["model"], r["target"], f"{lat['count']:.0f}", f"{lat['p50']:.0f}", f"{lat['p90']:.0f}", f"{lat['p99']:.0f}", f"{lat['p99.9']:.0f}", f"{lat['max']:.0f}", f"{lat['mean']:.0f}", theirs("p50_ms"), theirs("p99_ms"), agree]
+        )
+    head = ["model", "target", "requests (median)", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs", "mean µs", "locust p50 ms", "locust p99 ms", "HDR and locust agree"]
+    return head, rows
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -161,7 +250,7 @@ def md_table(head: list[str], rows: list[list[str]]) -> str:
 
 def html_table(head: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td class='warn'>{html.escape(c)}</td>" if c == "UNSTABLE" else f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -186,6 +275,12 @@ def reference_section(model: str, o: dict) -> tuple[str, list[str], list[list[st
 
 def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out = [("Results (median over repetitions)", *results_table(summary))]
+    head, rows = latency_table(summary)
+    if rows:
+        out.append(("Latency in µs (HDR histograms, median over repetitions) beside locust's rounded figures", head, rows))
+    head, rows = stability_table(summary)
+    if rows:
+        out.append((f"Stability ({stability_rule(summary['config'])})", head, rows))
     if summary["ratios"]:
         out.append(
             (
@@ -200,7 +295,7 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             best = r["best"]
             windows = [p["window_s"] for p in r["points"] if "window_s" in p]
             span = f"{min(windows):.2f}–{max(windows):.2f} of {summary['config']['ramp_step_s']}" if windows else ""
-            rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {best['p99_ms']:g} ms)", span])
+            rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {ms(best['p99_ms'])} ms)", span])
         out.append(("Step ramp: highest throughput meeting the p99 objective", ["model", "target", "p99 objective ms", "best", "step window s (measured)"], rows))
     for model, o in summary.get("overhead", {}).items():
         rows = []
@@ -242,9 +337,11 @@ def write(summary: dict, out: Path) -> dict[str, Path]:
     charts = write_charts(summary, out)
     summary["charts"] = charts
     summary["caveats"] = caveats(summary)
+    summary["verdict"] = verdict.verdict(summary)  # the conclusion first, with the rule that allows it
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
     md = [f"# twinserve comparison — {summary['environment']['machine']['time']}", ""]
+    md += [verdict.markdown_block(summary)]
     md += ["## Caveats", ""] + [f"- {c}" for c in summary["caveats"]] + [""]
     if summary["warnings"]:
         md += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
@@ -255,7 +352,8 @@ def write(summary: dict, out: Path) -> dict[str, Path]:
 
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#f3f3f3}.warn{color:#a00}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>twinserve comparison</title><style>{style}</style></head><body>"]
-    parts.append(f"<h1>twinserve comparison — {html.escape(summary['environment']['machine']['time'])}</h1><h2>Caveats</h2><ul>")
+    parts.append(f"<h1>twinserve comparison — {html.escape(summary['environment']['machine']['time'])}</h1>")
+    parts.append(verdict.html_block(summary) + "<h2>Caveats</h2><ul>")
     parts += [f"<li>{html.escape(c).replace('**', '')}</li>" for c in summary["caveats"]]
     parts.append("</ul>")
     if summary["warnings"]:

@@ -56,11 +56,18 @@ def test_report_figures_agree_with_locust_json(short_bench: tuple[dict, Path]) -
             assert rep["failures"] == entry["num_failures"] == 0
             values = expand(entry["response_times"])
             assert len(values) == entry["num_requests"]
-            # locust's percentile definition, computed independently from the full histogram:
-            # the value at rank floor(n * q) of the sorted response times
+            # locust's own figures, kept as the cross-check (its percentile definition, computed
+            # independently from the full histogram: the value at rank floor(n * q) of the sorted times)
             for key, q in (("p50_ms", 0.50), ("p90_ms", 0.90), ("p99_ms", 0.99)):
                 rank = min(len(values) - 1, int(q * len(values)))
-                assert rep[key] == values[rank], (key, rep[key], values[rank])
+                assert rep["locust_ms"][key] == values[rank], (key, rep["locust_ms"][key], values[rank])
+            # the reported latency is the µs HDR figures of the very same requests, and agrees with
+            # locust's within its rounding (tests/test_measurement.py holds it against exact percentiles)
+            assert rep["latency_us"]["count"] == entry["num_requests"]
+            assert rep["latency_check"] == [], rep["latency_check"]
+            for key in ("p50", "p90", "p95", "p99"):
+                assert rep[f"{key}_ms"] == rep["latency_us"][key] / 1000
+            assert rep["max_ms"] == pytest.approx(entry["max_response_time"], abs=0.001)
             assert rep["rps"] == pytest.approx(entry["num_requests"] / (entry["last_request_timestamp"] - entry["start_time"]), rel=1e-3)
             total += entry["num_requests"]
         assert result["requests"] == total
@@ -86,6 +93,9 @@ def test_measured_window_is_the_duration_asked_for(short_bench: tuple[dict, Path
     (warmup,) = json.loads((out / "locust" / "warmup" / "tabular_tfserving.json").read_text())
     assert warmup["last_request_timestamp"] - warmup["start_time"] >= 0.85 * summary["config"]["warmup_s"]
     assert f"Each measured run asked for {asked} s of load" in (out / "report.md").read_text()
+    for result in summary["results"]:  # a fixed 3 s run is shorter than 3 windows of 5 s: not judged
+        assert result["stable"] is None
+        assert all(rep["stability"]["stable"] is None and rep["stability"]["mode"] == "fixed" for rep in result["repetitions"])
     assert not [w for w in summary["warnings"] if "counted" in w and "not the" in w]
 
 
@@ -94,7 +104,10 @@ def test_report_files_hold_tables_and_charts(short_bench: tuple[dict, Path]) -> 
     md = (out / "report.md").read_text()
     assert "## Results (median over repetitions)" in md and "| tabular | gateway-tfserving |" in md
     assert "TorchServe / TensorFlow ratios" in md and "NOT TensorFlow Serving" in md
+    assert md.index("## Verdict") < md.index("## Caveats")  # the conclusion comes first
+    assert "**tabular**" in md.split("## Caveats")[0] and "no claim" in md.split("## Caveats")[0]  # two repetitions: no claim
     html = (out / "report.html").read_text()
+    assert html.index("<h2>Verdict</h2>") < html.index("<h2>Caveats</h2>")
     assert "<table>" in html and html.count("<img") == len(summary["charts"]) >= 2
     for chart in summary["charts"]:
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     from twinserve import commands
 
     commands.register(sub)
+    from twinserve import reports
+
+    reports.register(sub)
     return parser
 
 

@@ -169,6 +169,7 @@ def _bench(args: argparse.Namespace) -> Path:
             spawn_rate=args.spawn_rate or float(args.users), duration_s=args.duration, warmup_s=args.warmup,
             repetitions=args.repetitions, rate=args.rate, ramp_users=args.ramp_users, ramp_step_s=args.ramp_step,
             slo_p99_ms=args.slo_p99, instances=args.instances, processes=args.processes,
+            window_s=args.window, stable_windows=args.stable_windows, stable_tolerance=args.stable_tolerance, max_duration_s=args.max_duration,
         )
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
             task = progress.add_task("starting load...", total=None)
@@ -232,11 +233,12 @@ def print_summary(summary: dict) -> None:
 
     console.print(f"TF backend: [bold]{summary['environment']['tfserving_implementation']}[/bold]")
     head, rows = results_table(summary)
-    table = Table(title="twinserve comparison (median over repetitions)")
-    for h in head[:11]:
-        table.add_column(h, overflow="fold")
+    shown = [i for i, h in enumerate(head) if h not in ("req/s spread", "p99 spread", "window s (measured)")]
+    table = Table(title="twinserve comparison (median over repetitions; latency from µs HDR histograms, 3 significant digits)")
+    for i in shown:
+        table.add_column(head[i], overflow="fold")
     for row in rows:
-        table.add_row(*row[:11])
+        table.add_row(*(row[i] for i in shown))
     console.print(table)
     for r in summary["ratios"]:
         console.print(f"{r['model']} {r['path']}: TorchServe/TF req/s ratio {r['rps_ratio']:.2f}, p99 ratio {r['p99_ratio']:.2f}")
@@ -355,6 +357,18 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
             raise argparse.ArgumentTypeError(f"{rate:g} is below 0")
         return rate
 
+    def fraction(value: str) -> float:
+        f = float(value)
+        if not 0 < f < 1:
+            raise argparse.ArgumentTypeError(f"{f:g} is not between 0 and 1")
+        return f
+
+    def seconds(value: str) -> float:
+        f = float(value)
+        if f <= 0:
+            raise argparse.ArgumentTypeError(f"{f:g} is not above 0")
+        return f
+
     def url(value: str) -> str:
         """NAME=URL for one of the stack's services: anything else used to be a traceback (no "=")
         or silently ignored (an unknown name)."""
@@ -368,7 +382,14 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--profile", choices=("closed", "open", "ramp"), default="closed", help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective")
     p.add_argument("--users", type=positive, default=defaults.get("users", 16))
     p.add_argument("--spawn-rate", type=spawn_rate, default=0.0, help="users started per second (default: all at once)")
-    p.add_argument("--duration", type=positive, default=defaults.get("duration", 20), help="seconds per measured run")
+    p.add_argument(
+        "--duration", type=positive, default=defaults.get("duration"),
+        help="fixed mode: seconds per measured run (default: stability mode, each run lasting until stable, at most --max-duration)",
+    )
+    p.add_argument("--window", type=seconds, default=5.0, help="measurement window in seconds (the stability rule's unit)")
+    p.add_argument("--stable-windows", type=lambda v: _count(v, 2), default=3, help="a run is stable when this many last windows agree...")
+    p.add_argument("--stable-tolerance", type=fraction, default=0.10, help="...within this fraction of their mean, req/s and p99 each")
+    p.add_argument("--max-duration", type=positive, default=60, help="stability mode: a run still unsettled after this many seconds ends, marked unstable")
     p.add_argument("--warmup", type=non_negative, default=defaults.get("warmup", 5), help="seconds of uncounted warm-up per target")
     p.add_argument("--repetitions", type=positive, default=defaults.get("repetitions", 3))
     p.add_argument("--rate", type=float, default=200.0, help="open profile: total requests per second")

@@ -1,0 +1,290 @@
+"""The verdict at the top of a report: per model and path, which stack is faster, by how much, and
+whether that exceeds run-to-run noise.
+
+**The rule: non-overlapping min–max ranges over at least 3 repetitions per side.** A difference is
+called significant when every repetition of one stack beat every repetition of the other (the
+ranges do not overlap, ties count as overlap). Why this rule rather than a bootstrap interval:
+
+- with the 3–5 repetitions a bench affords, a percentile bootstrap of the ratio of medians is
+  coarse (3 values have 10 distinct resamples) and its interval always lies inside the range of
+  the per-repetition ratios, so it excludes 1.0 more readily than the ranges do: it claims more
+  with less right to;
+- the ranges rule is a rank test with an exact, stated false-alarm rate and no distribution
+  assumed: if both stacks were equally fast (repetitions exchangeable), ranges separated either way
+  arise with probability 2 / C(n1 + n2, n1): 10% at 3 + 3, 2.9% at 4 + 4, 0.8% at 5 + 5 (half that
+  in one named direction). The verdict prints that figure beside the claim;
+- it reads in one line: "632–743 against 1080–1209 req/s".
+
+Fewer than 3 repetitions on either side: "not enough repetitions: no claim" (2 + 2 non-overlapping
+ranges happen by chance a third of the time). A target the bench marked not `stable` (its own
+steadiness check; missing means unknown) gets no claim either.
+
+**The gateway flag.** On a shared machine the gateway can saturate first; then every request through
+it waits on the gateway and the TorchServe/TF ratio via the gateway drifts to 1.0, measuring the
+gateway rather than the stacks (seen here: 1.00 via the gateway against 0.76 direct). The via-gateway
+row is flagged "measured the gateway, not the stacks" when its throughput ratio is much closer to
+1.0 than the direct one: |ln r_gateway| <= 0.5·|ln r_direct| with the direct ratio at least 10% from
+1.0, or (with enough repetitions) the direct difference is significant and the gateway one is not.
+Where the summary has the gateway's CPU (each via-gateway target's `server.gateway`, else
+`overhead.<model>.saturation`), the flag cites it: CPU per request against the stack's own, and
+the share of a core it used; otherwise it says it rests on the ratios alone.
+
+Every line names the TF side as what actually ran (`environment.tfserving_implementation`): the
+TF-Serving-compatible server is never called TensorFlow Serving.
+
+Tolerant of older summaries: p99 comes from each repetition's `latency_us.p99` (µs) when present,
+else `p99_ms`; with no repetitions, from `spread`, else `median`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+
+MIN_REPETITIONS = 3
+PATHS = (("direct", "torchserve", "tfserving"), ("via gateway", "gateway-torchserve", "gateway-tfserving"))
+# A via-gateway ratio "much closer to 1.0": at most half the direct ratio's distance, in log terms.
+COMPRESSION = 0.5
+MIN_DIRECT_GAP = 1.10  # the direct ratio must differ from 1.0 by at least 10% for the flag to mean anything
+METRICS = {"rps": ("throughput", "req/s", True), "p99": ("p99", "ms", False)}  # name, unit, higher is better
+
+
+def rep_value(rep: dict, metric: str) -> float | None:
+    """One repetition's figure: req/s, or a latency percentile in ms (µs figures preferred)."""
+    if metric == "rps":
+        v = rep.get("rps")
+    else:
+        lat = rep.get("latency_us") or {}
+        us = lat.get(metric) if lat.get("count", 1) else None  # an empty recording counts as none
+        v = us / 1000.0 if isinstance(us, (int, float)) else rep.get(f"{metric}_ms")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def values(entry: dict, metric: str) -> list[float]:
+    """The per-repetition figures of one target (an old summary's spread or median when that is all there is)."""
+    reps = entry.get("repetitions") or []
+    out = [rep_value(r, metric) for r in reps]
+    if reps and all(v is not None for v in out):
+        return out  # type: ignore[return-value]
+    key = "rps" if metric == "rps" else f"{metric}_ms"
+    spread = (entry.get("spread") or {}).get(key)
+    if isinstance(spread, list) and spread and all(isinstance(v, (int, float)) for v in spread):
+        return [float(v) for v in spread]
+    median = (entry.get("median") or {}).get(key)
+    return [float(median)] if isinstance(median, (int, float)) else []
+
+
+def repetitions(entry: dict, metric: str) -> int:
+    """How many repetitions back a figure (a spread or median fallback counts what it stands for)."""
+    reps = entry.get("repetitions") or []
+    return len(reps) if reps else len(values(entry, metric))
+
+
+def tf_label(summary: dict) -> str:
+    """The TF side as it ran: never the compatible server under TensorFlow Serving's name."""
+    impl = str((summary.get("environment") or {}).get("tfserving_implementation") or "")
+    low = impl.lower()
+    if not impl:
+        return "the TF backend (implementation not recorded)"
+    if "compat" in low or "not tensorflow serving" in low:
+        return "the TF-Serving-compatible server"
+    if "tensorflow serving" in low or "tensorflow_model_server" in low:
+        return "TensorFlow Serving"
+    return f"the TF backend ({impl})"
+
+
+def tf_short(label: str) -> str:
+    """The TF side in a figure: short, and still not TensorFlow Serving's name unless it ran."""
+    return {"the TF-Serving-compatible server": "TF-compat", "TensorFlow Serving": "TF Serving"}.get(label, "TF")
+
+
+def chance(n1: int, n2: int) -> float:
+    """P(min–max ranges do not overlap, either way) when all n1 + n2 repetitions are exchangeable."""
+    return 2 / math.comb(n1 + n2, n1)
+
+
+def compare(ts: dict, tf: dict, metric: str, names: dict[str, str]) -> dict:
+    """One metric, TorchServe against the TF side: the faster, the factor, and the claim."""
+    label, unit, higher_better = METRICS[metric]
+    a, b = values(ts, metric), values(tf, metric)
+    out: dict = {"metric": metric, "label": label, "unit": unit}
+    if not a or not b:
+        return {**out, "faster": None, "significant": None, "claim": "not measured"}
+    ma, mb = statistics.median(a), statistics.median(b)
+    na, nb = repetitions(ts, metric), repetitions(tf, metric)
+    out.update(
+        torchserve={"median": ma, "range": [min(a), max(a)], "n": na},
+        tfserving={"median": mb, "range": [min(b), max(b)], "n": nb},
+        ts_over_tf=ma / mb if mb else None,
+    )
+    if ma <= 0 or mb <= 0:
+        return {**out, "faster": None, "factor": None, "significant": None, "claim": "a zero figure: no claim"}
+    if ma == mb:
+        faster = None
+    else:
+        faster = "torchserve" if (ma > mb) == higher_better else "tfserving"
+    out["faster"] = faster
+    out["factor"] = max(ma, mb) / min(ma, mb)
+    unsteady = [names[k] for k, e in (("torchserve", ts), ("tfserving", tf)) if e.get("stable") is False]
+    if min(na, nb) < MIN_REPETITIONS:
+        out.update(significant=None, claim=f"not enough repetitions (n={min(na, nb)} < {MIN_REPETITIONS}): no claim")
+    elif unsteady:
+        out.update(significant=None, claim=f"no claim: the bench marked {' and '.join(unsteady)} not stable")
+    else:
+        separated = max(a) < min(b) or max(b) < min(a)
+        p = chance(na, nb)
+        out.update(
+            significant=separated,
+            chance=p,
+            claim=(f"beyond noise: the {na} + {nb} repetitions' ranges do not overlap (chance {p:.1%} if equal)" if separated
+                   else f"within noise: the {na} + {nb} repetitions' ranges overlap"),
+        )
+    return out
+
+
+def gateway_cpu(summary: dict, model: str, entries: dict[str, dict], direct: dict[str, dict]) -> dict[str, dict]:
+    """The gateway's CPU per request (ms) and cores busy, per stack, with the stack's own CPU when measured directly."""
+    saturation = ((summary.get("overhead") or {}).get(model) or {}).get("saturation") or {}
+    out = {}
+    for stack, e in entries.items():
+        ms = ((e.get("server") or {}).get("gateway") or {}).get("cpu_ms_per_request")
+        if ms is None and isinstance((saturation.get(stack) or {}).get("gateway_cpu_us_per_request"), (int, float)):
+            ms = saturation[stack]["gateway_cpu_us_per_request"] / 1000
+        if not isinstance(ms, (int, float)):
+            continue
+        rps = statistics.median(values(e, "rps")) if values(e, "rps") else None
+        stack_ms = ((direct.get(stack) or {}).get("server") or {}).get("stack", {}).get("cpu_ms_per_request")
+        out[stack] = {"gateway_ms": ms, "cores": ms * rps / 1000 if rps else None, "stack_direct_ms": stack_ms}
+    return out
+
+
+def gateway_flag(summary: dict, model: str, direct_row: dict, gw_row: dict, entries: dict, direct_entries: dict, names: dict) -> dict:
+    """Did the via-gateway comparison measure the gateway rather than the stacks? (throughput ratios)"""
+    rd, rg = direct_row["throughput"].get("ts_over_tf"), gw_row["throughput"].get("ts_over_tf")
+    if not rd or not rg:
+        return {"flag": False, "why": "ratios not measured"}
+    ld, lg = abs(math.log(rd)), abs(math.log(rg))
+    compressed = ld >= math.log(MIN_DIRECT_GAP) and lg <= COMPRESSION * ld
+    lost = direct_row["throughput"].get("significant") is True and gw_row["throughput"].get("significant") is False and lg < ld
+    flag = compressed or lost
+    why = f"TorchServe/TF throughput {rg:.2f} via the gateway against {rd:.2f} direct"
+    if lost and not compressed:
+        why += "; the direct difference is beyond noise, the gateway's is not"
+    cpu = gateway_cpu(summary, model, entries, direct_entries)
+    if cpu:
+        parts = []
+        for stack, c in cpu.items():
+            text = f"{c['gateway_ms']:.2f} ms CPU per request in front of {names[stack]}"
+            if c["stack_direct_ms"]:
+                text += f" (the stack itself: {c['stack_direct_ms']:.2f} ms direct)"
+            if c["cores"] is not None:
+                text += f", {c['cores']:.2f} of a core"
+            parts.append(text)
+        costlier = [s for s, c in cpu.items() if c["stack_direct_ms"] and c["gateway_ms"] > c["stack_direct_ms"]]
+        evidence = "the gateway spent " + "; ".join(parts)
+        if flag and costlier:
+            evidence += f" — more than {' and '.join(names[s] for s in costlier)} per request: the gateway is the costlier hop"
+        basis = "ratios and the gateway's CPU"
+    else:
+        evidence = "no CPU figures of the gateway in this summary: judged on the ratios alone"
+        basis = "ratios alone"
+    return {"flag": flag, "why": why, "evidence": evidence, "basis": basis, "direct_ratio": rd, "gateway_ratio": rg, "cpu": cpu}
+
+
+def verdict(summary: dict) -> list[dict]:
+    """One row per model and path (direct; via gateway when measured): throughput and p99 compared."""
+    results = [r for r in summary.get("results") or [] if isinstance(r, dict)]
+    index = {(r.get("model"), r.get("target")): r for r in results}
+    names = {"torchserve": "TorchServe", "tfserving": tf_label(summary)}
+    rows: list[dict] = []
+    for model in dict.fromkeys(r.get("model") for r in results):
+        by_path = {}
+        for path, ts_name, tf_name in PATHS:
+            ts, tf = index.get((model, ts_name)), index.get((model, tf_name))
+            if not ts or not tf:
+                continue
+            row = {
+                "model": model, "path": path, "tf_label": names["tfserving"],
+                "tfserving_implementation": (summary.get("environment") or {}).get("tfserving_implementation"),
+                "throughput": compare(ts, tf, "rps", names), "p99": compare(ts, tf, "p99", names),
+                "stable": {"torchserve": ts.get("stable"), "tfserving": tf.get("stable")},
+            }
+            by_path[path] = (row, {"torchserve": ts, "tfserving": tf})
+            rows.append(row)
+        if "direct" in by_path and "via gateway" in by_path:
+            (drow, dent), (grow, gent) = by_path["direct"], by_path["via gateway"]
+            grow["gateway"] = gateway_flag(summary, model, drow, grow, gent, dent, names)
+    return rows
+
+
+def fmt(v: float, unit: str) -> str:
+    if unit == "req/s":
+        return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+    return f"{v:.3g}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def metric_line(c: dict, names: dict[str, str]) -> str:
+    if "torchserve" not in c:
+        return f"{c['label']}: {c['claim']}"
+    unit, ts, tf = c["unit"], c["torchserve"], c["tfserving"]
+    figures = (f"TorchServe {fmt(ts['median'], unit)} [{fmt(ts['range'][0], unit)}–{fmt(ts['range'][1], unit)}] vs "
+               f"{tf_short(names['tfserving'])} {fmt(tf['median'], unit)} [{fmt(tf['range'][0], unit)}–{fmt(tf['range'][1], unit)}] {unit}")
+    if c.get("faster") is None:
+        head = f"{c['label']}: no difference" if c.get("factor") == 1.0 else f"{c['label']}"
+    else:
+        word = "faster" if c["metric"] == "rps" else "lower"
+        head = f"{c['label']}: **{names[c['faster']]}** {word}, {c['factor']:.2f}×"
+    return f"{head} ({figures}) — {c['claim']}"
+
+
+def render_markdown(rows: list[dict]) -> str:
+    """A few lines per model: each path's throughput and p99 verdict, then the gateway flag."""
+    if not rows:
+        return "No TorchServe/TF pair was measured in this run: no verdict."
+    lines: list[str] = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        names = {"torchserve": "TorchServe", "tfserving": mine[0]["tf_label"]}
+        lines.append(f"**{model}** — TorchServe against {mine[0]['tf_label']}")
+        for r in mine:
+            for key in ("throughput", "p99"):
+                lines.append(f"- {r['path']} · {metric_line(r[key], names)}")
+            g = r.get("gateway")
+            if g and g["flag"]:
+                lines.append(f"- ⚠ via gateway: **measured the gateway, not the stacks** ({g['why']}; {g['evidence']}). Compare the stacks on the direct path.")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+RULE = (
+    "Rule: a difference is beyond noise when the min–max ranges of at least 3 repetitions per side do not overlap "
+    "(the chance of that with no real difference is shown); fewer than 3 repetitions: no claim. "
+    "Figures: median [min–max] over repetitions; factor: the ratio of the medians."
+)
+
+
+def markdown_block(summary: dict) -> str:
+    """The verdict section for report.md (heading included)."""
+    impl = (summary.get("environment") or {}).get("tfserving_implementation") or "not recorded"
+    return "\n".join(["## Verdict", "", f"TF side: {impl}. {RULE}", "", render_markdown(verdict(summary)), ""])
+
+
+def html_block(summary: dict) -> str:
+    """The verdict section for report.html (heading included): the same text, escaped."""
+    impl = (summary.get("environment") or {}).get("tfserving_implementation") or "not recorded"
+    out = ["<h2>Verdict</h2>", f"<p>TF side: {html.escape(impl)}. {html.escape(RULE)}</p>"]
+    rows = verdict(summary)
+    if not rows:
+        return "".join(out + ["<p>No TorchServe/TF pair was measured in this run: no verdict.</p>"])
+    for block in render_markdown(rows).split("\n\n"):
+        lines = block.splitlines()
+        items = "".join(("<li class='warn'>" if "⚠" in x else "<li>") + bold(x[2:]) + "</li>" for x in lines[1:])
+        out.append(f"<p>{bold(lines[0])}</p><ul>{items}</ul>")
+    return "".join(out)
+
+
+def bold(text: str) -> str:
+    """Markdown's **bold** as <strong>, everything else escaped."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
