@@ -20,7 +20,7 @@ from rich.table import Table
 from loadtests.targets import COMPARISON, STACKS, TARGETS, with_references
 from twinserve.settings import ROOT, StackSettings
 
-DEMO = {"models": ["tabular", "mobilenet"], "users": 8, "duration": 8, "warmup": 3, "repetitions": 2}
+DEMO = {"models": ["tabular", "mobilenet"], "users": 8, "duration": 6, "warmup": 2, "repetitions": 3}  # 3: the fewest repetitions the verdict makes a claim on
 
 
 def needed_services(targets: list[str]) -> list[str]:
