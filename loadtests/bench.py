@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from loadtests import stats
-from loadtests.resources import GroupMonitor, TreeMonitor
+import psutil
+
+from loadtests import stats, sweep
+from loadtests.resources import GroupMonitor, TreeMonitor, in_window
 from loadtests.stability import Rule
 from loadtests.targets import FRONTS, TARGETS, Target
 
@@ -38,7 +40,7 @@ class BenchConfig:
     targets: list[str]
     urls: dict[str, str]  # base URL per Target.url_key: torchserve, tfserving, gateway, nginx-<stack>, floor-<stack>
     out: Path
-    profile: str = "closed"  # closed | open | ramp
+    profile: str = "closed"  # closed | open | ramp | sweep (ramp_users stepped until the stop rule; with rates: an open-loop rate sweep)
     users: int = 16
     spawn_rate: float = 16.0
     duration_s: int | None = 20  # None: stability mode (each run ends once stable, or at max_duration_s)
@@ -47,6 +49,7 @@ class BenchConfig:
     rate: float = 200.0  # open loop: total requests per second
     ramp_users: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     ramp_step_s: int = 10
+    rates: list[float] = field(default_factory=list)  # sweep profile: offered req/s per step (open loop); empty: a concurrency sweep
     slo_p99_ms: float = 50.0
     instances: int = 1
     processes: int = 0  # >0: locust --processes N (a master and N workers)
@@ -72,6 +75,8 @@ class LocustRun:
     returncode: int
     server: dict = field(default_factory=dict)  # CPU and memory of "stack" and of the front (gateway, nginx or floor)
     failure_reasons: dict = field(default_factory=dict)
+    bottleneck: dict = field(default_factory=dict)  # per component CPU as cores and machine share; the saturated one (loadtests/sweep.py)
+    rate: float = 0.0  # open loop: the offered req/s of the whole run (0: closed loop)
 
 
 @dataclass
@@ -104,7 +109,7 @@ def locust_process(cfg: BenchConfig, target: Target, model: str, users: int, sec
     every request's µs latency, per window, with the stability verdict, to `<prefix>_hdr.json`.
     """
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    spawn_rate = users if cfg.profile == "ramp" else cfg.spawn_rate  # a ramp step starts its users at once
+    spawn_rate = users if cfg.profile in ("ramp", "sweep") else cfg.spawn_rate  # a ramp step starts its users at once
     spawning_s = math.ceil(users / spawn_rate) if spawn_rate > 0 else 0
     longest = seconds if seconds is not None else cfg.max_duration_s + cfg.window_s
     backstop = math.ceil(longest) + spawning_s + BACKSTOP_S
@@ -181,7 +186,17 @@ def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: 
                 "peak_rss_mb": usage.peak_rss_mb,
             }
     share = (run.tree.busiest_share(window) if window else None) or run.cpu_share
-    return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), run.returncode, server, stats.failure_reasons(path))
+    span = (window[1] - window[0]) if window else 0.0
+    cpu = {role: v["cpu_seconds"] for role, v in server.items()}
+    cpu["load generator"] = run.tree.total_cpu(window) if window else None
+    components = sweep.shares(cpu, span, psutil.cpu_count() or 1)
+    for role, c in components.items():
+        if role in server:
+            server[role].update(c)
+    busy = in_window(run.tree.machine, window) if window else None
+    machine = round(busy / span / (psutil.cpu_count() or 1), 3) if busy is not None and span > 0 else None
+    neck = {"components": components, "locust_busiest_core": round(share, 3), "machine_busy": machine, **sweep.bottleneck(components, psutil.cpu_count() or 1, share, machine)}
+    return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), run.returncode, server, stats.failure_reasons(path), neck, rate_per_user * users)
 
 
 def order(targets: list[str], rep: int) -> list[str]:
@@ -196,6 +211,7 @@ def run(cfg: BenchConfig, pgids: dict[str, int], progress: Callable[[str], None]
     targets = [TARGETS[t] for t in cfg.targets]
     runs: list[LocustRun] = []
     ramp: list[LocustRun] = []
+    swept: list[LocustRun] = []
     for model in cfg.models:
         for t in targets:  # warm-up: not counted
             if cfg.warmup_s > 0:
@@ -207,6 +223,9 @@ def run(cfg: BenchConfig, pgids: dict[str, int], progress: Callable[[str], None]
                     progress(f"ramp {model} → {name}: {users} users")
                     ramp.append(measured_run(cfg, TARGETS[name], model, 0, users, cfg.ramp_step_s, f"ramp{users:03d}", pgids))
             continue
+        if cfg.profile == "sweep":
+            swept += sweep_model(cfg, model, pgids, progress)
+            continue
         rate_per_user = 0.0
         users = cfg.users
         if cfg.profile == "open":
@@ -216,7 +235,88 @@ def run(cfg: BenchConfig, pgids: dict[str, int], progress: Callable[[str], None]
             for name in order(cfg.targets, rep):
                 progress(f"{model} → {name}: repetition {rep + 1}/{cfg.repetitions}")
                 runs.append(measured_run(cfg, TARGETS[name], model, rep, users, cfg.duration_s, f"rep{rep + 1}", pgids, rate_per_user))
-    return {"runs": runs, "ramp": ramp}
+    return {"runs": runs, "ramp": ramp, "sweep": swept}
+
+
+def open_users(cfg: BenchConfig, rate: float) -> int:
+    """Users for an open-loop rate: each at most 20 req/s, so most of them wait for their next send time."""
+    return max(cfg.users, math.ceil(rate / 20))
+
+
+def sweep_point(r: LocustRun) -> dict:
+    f = r.figures
+    return {"users": r.users, "rate": r.rate, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "latency_us": f.latency_us, "failures": f.failures, "window_s": f.window_s, "bottleneck": r.bottleneck}
+
+
+def sweep_model(cfg: BenchConfig, model: str, pgids: dict[str, int], progress: Callable[[str], None]) -> list[LocustRun]:
+    """One model's sweep: every target steps through the users (or rates) in rotated order, each
+    until its stop rule (loadtests/sweep.py) says so."""
+    steps: list[float] = list(cfg.rates) if cfg.rates else [float(u) for u in cfg.ramp_users]
+    active = list(cfg.targets)
+    done: list[LocustRun] = []
+    for i, step in enumerate(steps):
+        for name in order(active, i) if active else []:
+            if cfg.rates:
+                users = open_users(cfg, step)
+                progress(f"sweep {model} → {name}: {step:g} req/s offered")
+                r = measured_run(cfg, TARGETS[name], model, 0, users, cfg.ramp_step_s, f"rate{int(step):05d}", pgids, step / users)
+            else:
+                progress(f"sweep {model} → {name}: {int(step)} users")
+                r = measured_run(cfg, TARGETS[name], model, 0, int(step), cfg.ramp_step_s, f"sweep{int(step):03d}", pgids)
+            done.append(r)
+        for name in list(active):
+            points = [sweep_point(r) for r in done if r.target == name]
+            if sweep.stop_reason(points, cfg.slo_p99_ms):
+                active.remove(name)
+    return done
+
+
+def summarise_sweep(cfg: BenchConfig, raw: list[LocustRun]) -> list[dict]:
+    """Per model and target: the sweep's points, why it stopped, and its knee."""
+    out = []
+    load_key = "rate" if cfg.rates else "users"
+    for model in cfg.models:
+        for name in cfg.targets:
+            points = [sweep_point(r) for r in raw if r.model == model and r.target == name]
+            if not points:
+                continue
+            stopped = None
+            for k in range(1, len(points) + 1):
+                stopped = sweep.stop_reason(points[:k], cfg.slo_p99_ms)
+                if stopped:
+                    break
+            out.append(
+                {
+                    "model": model, "target": name, "kind": "rate (open loop)" if cfg.rates else "concurrency (closed loop)", "load_key": load_key,
+                    "slo_p99_ms": cfg.slo_p99_ms, "points": points, "stopped": stopped or "last step reached",
+                    "knee": sweep.knee(points, load_key), "via_gateway": TARGETS[name].via_gateway,
+                }
+            )
+    return out
+
+
+def bottleneck_warnings(rows: list[dict]) -> list[str]:
+    """A named saturated component per sweep or result row; a via-gateway row whose gateway saturated measured the gateway."""
+    out = []
+    for r in rows:
+        neck = r.get("bottleneck") or {}
+        if neck.get("saturated") == "gateway" and r.get("via_gateway"):
+            out.append(f"{r['model']} → {r['target']}: the gateway saturated first ({neck['why']}): this measured the gateway, not the stacks")
+        elif neck.get("saturated") == "load generator":
+            out.append(f"{r['model']} → {r['target']}: the load generator saturated ({neck['why']}): the figures are capped by locust, not the target")
+    return out
+
+
+def worst_bottleneck(runs: list[LocustRun]) -> dict:
+    """Over a target's repetitions: the run whose bottleneck is named (the gateway first), else the busiest machine."""
+    necks = [r.bottleneck for r in runs if r.bottleneck]
+    if not necks:
+        return {}
+    for who in ("gateway", "load generator"):
+        hit = [n for n in necks if n.get("saturated") == who]
+        if hit:
+            return hit[0]
+    return max(necks, key=lambda n: (n.get("saturated") is not None, n.get("machine_share", 0)))
 
 
 def summarise(cfg: BenchConfig, raw: dict) -> dict:
@@ -278,6 +378,7 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
                     "window_s": window,
                     "server": server,
                     "locust_cpu_share_max": locust_share,
+                    "bottleneck": worst_bottleneck(reps),
                 }
             )
     ramp = []
@@ -294,7 +395,16 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
             ok = [p for p in points if p["p99_ms"] <= cfg.slo_p99_ms and p["failures"] == 0]
             best = max(ok, key=lambda p: p["rps"]) if ok else None
             ramp.append({"model": model, "target": name, "slo_p99_ms": cfg.slo_p99_ms, "points": points, "best": best})
-    return {"results": results, "ramp": ramp, "ratios": ratios(results), "warnings": warnings}
+    swept = summarise_sweep(cfg, raw.get("sweep", []))
+    for s in swept:
+        knee = s["knee"]
+        s["bottleneck"] = s["points"][knee["index"]]["bottleneck"] if knee else {}
+        neck = (s["points"][-1]["bottleneck"] or {}) if s["points"] else {}
+        if neck.get("saturated") and not s["bottleneck"].get("saturated"):
+            s["bottleneck"] = neck  # the last step's, when the knee's had nothing saturated yet
+        warnings += window_warnings([r for r in raw.get("sweep", []) if r.model == s["model"] and r.target == s["target"]], cfg.ramp_step_s)
+    warnings += bottleneck_warnings(results) + bottleneck_warnings(swept)
+    return {"results": results, "ramp": ramp, "sweep": swept, "ratios": ratios(results), "warnings": warnings}
 
 
 def window_summary(runs: list[LocustRun], asked_s: int | None) -> dict:

@@ -8,6 +8,15 @@ Environment: TWINSERVE_LOAD_MODEL (a model of the manifest), TWINSERVE_LOAD_INST
 request, default 1), TWINSERVE_LOAD_RATE_PER_USER (requests/s per user: a fixed arrival rate;
 0 = closed loop, each user sends as soon as its previous answer arrives).
 
+Open loop without coordinated omission: with a rate, each user keeps its own schedule of intended
+send times, 1/rate apart (the first at a random offset within one interval, so users do not send
+in step). It sleeps until the next intended time, or sends at once when it is behind, and the
+response time it reports (to locust's statistics and to the µs HDR histograms alike) is
+completion - intended send time, not completion - actual send: a slow answer that delays the
+next sends is charged to every request it delayed. locust's own `constant_throughput` does not do
+this (it times each request from its actual send, and a user that falls behind silently sends
+less), which is why it is not used.
+
 Option `--seconds-after-spawn S` (what `twinserve bench --duration S` passes): quit S seconds after
 every user has spawned. A run-control option, so it sits on locust's command line beside `-t`;
 without it, locust's own `-t` or a Ctrl-C ends the run.
@@ -42,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gevent  # noqa: E402
-from locust import FastHttpUser, constant, constant_throughput, events, task  # noqa: E402
+from locust import FastHttpUser, constant, events, task  # noqa: E402
 from locust.argument_parser import LocustArgumentParser  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust import runners as locust_runners  # noqa: E402
@@ -225,7 +234,7 @@ def _record_latency(environment: Environment, **_: object) -> None:
 
 class _PredictUser(FastHttpUser):
     abstract = True
-    wait_time = constant_throughput(RATE) if RATE > 0 else constant(0)
+    wait_time = constant(0)  # open loop paces itself in predict(): intended send times
     target = ""
     network_timeout = 30.0
     connection_timeout = 5.0
@@ -234,13 +243,23 @@ class _PredictUser(FastHttpUser):
         start = random.randrange(len(BODIES))
         self.bodies = itertools.islice(itertools.cycle(BODIES), start, None)
         self.path = TARGETS[self.target].path(MODEL)
+        self.next_send = time.perf_counter() + random.uniform(0, 1 / RATE) if RATE > 0 else 0.0
 
     def check(self, content: bytes) -> str | None:
         return check_answer(content, INSTANCES, SPEC)
 
     @task
     def predict(self) -> None:
+        intended = None
+        if RATE > 0:
+            intended = self.next_send
+            self.next_send += 1 / RATE
+            ahead = intended - time.perf_counter()
+            if ahead > 0:
+                gevent.sleep(ahead)
         with self.client.post(self.path, data=next(self.bodies), headers=HEADERS, name=f"{MODEL}", catch_response=True) as resp:
+            if intended is not None:  # latency from the intended send time (see the module docstring)
+                resp.request_meta["response_time"] = (time.perf_counter() - intended) * 1000
             # each kind of failure gets its own entry, so locust's complete JSON counts them apart
             if resp.status_code != 200:
                 reason = describe_error(resp.status_code, resp.content)

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtests import stats, verdict  # noqa: E402
+from loadtests import stats, sweep, verdict  # noqa: E402
 
 COLOURS = {
     "torchserve": "#ee4c2c", "tfserving": "#ff8f00", "gateway-torchserve": "#9c2a1c", "gateway-tfserving": "#a65d00",
@@ -32,10 +32,10 @@ def warmup_note(config: dict) -> str:
 def window_note(summary: dict) -> str:
     """Where the run's duration is described: what was asked for, and the windows locust actually counted."""
     config = summary["config"]
-    if config["profile"] == "ramp":
+    if config["profile"] in ("ramp", "sweep"):
         asked = config["ramp_step_s"]
-        windows = [p["window_s"] for r in summary["ramp"] for p in r["points"] if "window_s" in p]
-        what = f"Each ramp step asked for {asked} s of load"
+        windows = [p["window_s"] for r in summary.get(config["profile"], []) for p in r["points"] if "window_s" in p]
+        what = f"Each {config['profile']} step asked for {asked} s of load"
     else:
         asked = config["duration_s"]
         windows = [w for r in summary["results"] for w in (r["window_s"]["min"], r["window_s"]["max"]) if "window_s" in r]
@@ -82,7 +82,7 @@ def caveats(summary: dict) -> list[str]:
             else "Latency is measured by locust at the client, rounded by locust to whole milliseconds below 100 ms."
         ),
     ]
-    if summary["config"].get("duration_s") is not None and summary["config"]["profile"] != "ramp":
+    if summary["config"].get("duration_s") is not None and summary["config"]["profile"] not in ("ramp", "sweep"):
         out.append(f"Fixed-duration runs: stability ({stability_rule(summary['config'])}) is judged on each run's last windows for information, and not at all for a run shorter than that many windows.")
     impl = env.get("tfserving_implementation", "")
     if "compat" in impl.lower() or "not tensorflow serving" in impl.lower():
@@ -92,7 +92,13 @@ def caveats(summary: dict) -> list[str]:
     if summary["config"]["profile"] == "closed":
         out.append("Closed loop: each user waits for its answer before sending again, so a slow target receives fewer requests; see the open-loop profile for queueing under a fixed arrival rate.")
     if summary["config"]["profile"] == "open":
-        out.append("Open loop approximated with locust's constant_throughput per user and enough users that most of them wait: the arrival rate holds while latency stays below the per-user interval.")
+        out.append("Open loop: each user follows its own schedule of intended send times and latency is taken from the intended send time, so a slow answer is charged to every request it delayed (no coordinated omission); enough users that most of them wait.")
+    if summary["config"]["profile"] == "sweep":
+        out.append(
+            "Sweep: " + ("open-loop request rates, latency from the intended send time; " if summary["config"].get("rates") else "concurrency steps (closed loop); ")
+            + f"a target stops stepping once its p99 passes {summary['config']['slo_p99_ms']:g} ms, a step fails requests, or throughput grows less than {sweep.MIN_GROWTH:.0%}; "
+            + f"the knee is the last step before the throughput gained per unit of load added falls below {sweep.KNEE_EFFICIENCY:.0%} of proportional."
+        )
     return out
 
 
@@ -141,7 +147,42 @@ def write_charts(summary: dict, out: Path) -> list[str]:
         ax.set_title(f"{model}: step ramp")
         ax.legend(fontsize=8)
         charts.append(save(fig, out, f"ramp_{model}.png"))
+    for model in dict.fromkeys(r["model"] for r in summary.get("sweep", [])):
+        charts.append(curve_chart(summary, model, out))
     return charts
+
+
+def curve_chart(summary: dict, model: str, out: Path) -> str:
+    """The latency–throughput curve of every target of a sweep: achieved req/s against p50 (dashed)
+    and p99 (solid), log latency, the knee ringed."""
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    slo = None
+    for r in (x for x in summary["sweep"] if x["model"] == model):
+        colour = COLOURS.get(r["target"])
+        xs = [p["rps"] for p in r["points"]]
+        ax.plot(xs, [p["p99_ms"] for p in r["points"]], marker="o", color=colour, label=f"{r['target']} p99")
+        ax.plot(xs, [p["p50_ms"] for p in r["points"]], marker=".", linestyle="--", color=colour, label=f"{r['target']} p50")
+        k = r.get("knee")
+        if k:
+            ax.plot([k["rps"]], [k["p99_ms"]], marker="o", markersize=14, markerfacecolor="none", markeredgecolor=colour or "black", markeredgewidth=2)
+            ax.annotate(f"knee {k['rps']:.0f} req/s" + ("" if k["reached"] else " (not reached)"), (k["rps"], k["p99_ms"]), textcoords="offset points", xytext=(6, 8), fontsize=7, color=colour)
+        slo = r["slo_p99_ms"]
+    if slo is not None:
+        ax.axhline(slo, linestyle=":", color="grey", label=f"p99 objective {slo:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("achieved throughput (requests/s)")
+    ax.set_ylabel("latency (ms, log)")
+    kind = next((x["kind"] for x in summary["sweep"] if x["model"] == model), "")
+    ax.set_title(f"{model}: latency against throughput, {kind} sweep (ringed: the knee)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, not over them
+    return save(fig, out, f"curve_{model}.png")
+
+
+def neck_cell(neck: dict | None) -> str:
+    if not neck:
+        return ""
+    comps = ", ".join(f"{k} {v['machine_share']:.0%}" for k, v in (neck.get("components") or {}).items())
+    return f"{neck.get('saturated') or 'none'} ({comps})"
 
 
 def timeseries(ax1: "plt.Axes", ax2: "plt.Axes", prefix: Path, r: dict) -> None:
@@ -297,6 +338,20 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             span = f"{min(windows):.2f}–{max(windows):.2f} of {summary['config']['ramp_step_s']}" if windows else ""
             rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {ms(best['p99_ms'])} ms)", span])
         out.append(("Step ramp: highest throughput meeting the p99 objective", ["model", "target", "p99 objective ms", "best", "step window s (measured)"], rows))
+    if summary.get("sweep"):
+        rows = []
+        for r in summary["sweep"]:
+            k = r["knee"] or {}
+            load = "users" if r["load_key"] == "users" else "req/s offered"
+            rows.append([
+                r["model"], r["target"], r["kind"], " → ".join(f"{p[r['load_key']]:g}" for p in r["points"]), r["stopped"],
+                "" if not k else f"{k['load']:g} {load}: {k['rps']:.1f} req/s, p50 {ms(k['p50_ms'])} ms, p99 {ms(k['p99_ms'])} ms" + ("" if k["reached"] else " (not reached)"),
+                neck_cell(r.get("bottleneck")),
+            ])
+        out.append(("Sweep: latency against throughput, the knee and the bottleneck", ["model", "target", "sweep", "steps", "stopped", "knee", "saturated (CPU share of the machine)"], rows))
+    if any(r.get("bottleneck") for r in summary["results"]):
+        out.append(("Bottleneck: CPU of each component as a share of the machine's cores, over the counted window", ["model", "target", "saturated", "why"],
+                    [[r["model"], r["target"], neck_cell(r.get("bottleneck")), (r.get("bottleneck") or {}).get("why", "")] for r in summary["results"]]))
     for model, o in summary.get("overhead", {}).items():
         rows = []
         for stack, sat in o["saturation"].items():

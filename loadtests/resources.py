@@ -149,6 +149,7 @@ class TreeMonitor:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.samples: dict[int, list[tuple[float, float]]] = {}
+        self.machine: list[tuple[float, float]] = []  # (Unix time, busy CPU seconds of the whole machine: all but idle and iowait)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -158,6 +159,8 @@ class TreeMonitor:
         except psutil.Error:
             return
         now = time.time()
+        m = psutil.cpu_times()
+        self.machine.append((now, sum(m) - m.idle - getattr(m, "iowait", 0.0)))
         for p in procs:
             try:
                 t = p.cpu_times()
@@ -184,6 +187,11 @@ class TreeMonitor:
         sampled across it (a run too short for the sampling interval)."""
         shares = [cpu / (window[1] - window[0]) for cpu in (in_window(s, window) for s in self.samples.values()) if cpu is not None]
         return max(shares) if shares and window[1] > window[0] else None
+
+    def total_cpu(self, window: Window) -> float | None:
+        """CPU seconds of the whole tree (every locust process) over `window`; None if none was sampled across it."""
+        cpus = [cpu for cpu in (in_window(s, window) for s in self.samples.values()) if cpu is not None]
+        return sum(cpus) if cpus else None
 
 
 def machine() -> dict:

@@ -167,10 +167,13 @@ def gateway_flag(summary: dict, model: str, direct_row: dict, gw_row: dict, entr
     ld, lg = abs(math.log(rd)), abs(math.log(rg))
     compressed = ld >= math.log(MIN_DIRECT_GAP) and lg <= COMPRESSION * ld
     lost = direct_row["throughput"].get("significant") is True and gw_row["throughput"].get("significant") is False and lg < ld
-    flag = compressed or lost
+    saturated = [s for s, e in entries.items() if ((e.get("bottleneck") or {}).get("saturated")) == "gateway"]  # loadtests/sweep.py bottleneck
+    flag = compressed or lost or bool(saturated)
     why = f"TorchServe/TF throughput {rg:.2f} via the gateway against {rd:.2f} direct"
     if lost and not compressed:
         why += "; the direct difference is beyond noise, the gateway's is not"
+    if saturated:
+        why += f"; the gateway saturated first in front of {' and '.join(names[s] for s in saturated)}: this measured the gateway, not the stacks"
     cpu = gateway_cpu(summary, model, entries, direct_entries)
     if cpu:
         parts = []

@@ -168,7 +168,7 @@ def _bench(args: argparse.Namespace) -> Path:
             models=args.models, targets=targets, urls=urls, out=out, profile=args.profile, users=args.users,
             spawn_rate=args.spawn_rate or float(args.users), duration_s=args.duration, warmup_s=args.warmup,
             repetitions=args.repetitions, rate=args.rate, ramp_users=args.ramp_users, ramp_step_s=args.ramp_step,
-            slo_p99_ms=args.slo_p99, instances=args.instances, processes=args.processes,
+            rates=list(getattr(args, "rates", None) or []), slo_p99_ms=args.slo_p99, instances=args.instances, processes=args.processes,
             window_s=args.window, stable_windows=args.stable_windows, stable_tolerance=args.stable_tolerance, max_duration_s=args.max_duration,
         )
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
@@ -239,7 +239,8 @@ def print_summary(summary: dict) -> None:
         table.add_column(head[i], overflow="fold")
     for row in rows:
         table.add_row(*(row[i] for i in shown))
-    console.print(table)
+    if rows:  # none in a sweep: its lines follow
+        console.print(table)
     for r in summary["ratios"]:
         console.print(f"{r['model']} {r['path']}: TorchServe/TF req/s ratio {r['rps_ratio']:.2f}, p99 ratio {r['p99_ratio']:.2f}")
     for model, o in summary.get("overhead", {}).items():
@@ -260,6 +261,14 @@ def print_summary(summary: dict) -> None:
             console.print(
                 f"{model}: TorchServe/TF throughput {ratio['direct']:.3f} direct, {ratio['via_gateway']:.3f} via gateway: "
                 f"via gateway / direct {ratio['gateway_vs_direct']:.3f} (goal within 10%)"
+            )
+    for r in summary.get("sweep", []):
+        k = r["knee"] or {}
+        if k:
+            console.print(
+                f"{r['model']} {r['target']} {r['kind']} sweep: knee at {k['load']:g} {'users' if r['load_key'] == 'users' else 'req/s offered'}, "
+                f"{k['rps']:.1f} req/s, p50 {k['p50_ms']} ms, p99 {k['p99_ms']} ms{'' if k['reached'] else ' (not reached)'}; stopped: {r['stopped']}; "
+                f"saturated: {(r.get('bottleneck') or {}).get('saturated') or 'none'}"
             )
     for w in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
@@ -335,6 +344,15 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
             raise argparse.ArgumentTypeError("give at least one user count")
         return values
 
+    def _rates(value: str) -> list[float]:
+        try:
+            values = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r}: give comma-separated requests/s, e.g. 100,200,400") from None
+        if not values or any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError("give at least one rate, each above 0")
+        return values
+
     def _count(value: str, least: int) -> int:
         """An integer option with a floor: `--duration 0` used to start locust without any run time."""
         try:
@@ -379,7 +397,11 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
 
     p.add_argument("--models", type=models_arg(), default=defaults.get("models", ["tabular"]), help="comma-separated models")
     p.add_argument("--targets", type=_targets, default=list(COMPARISON), help=f"comma-separated, from {', '.join(TARGETS)} (default: the first four)")
-    p.add_argument("--profile", choices=("closed", "open", "ramp"), default="closed", help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective")
+    p.add_argument(
+        "--profile", choices=("closed", "open", "ramp", "sweep"), default="closed",
+        help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective; "
+        "sweep: step users (--ramp-users) or open-loop rates (--rates) per target until throughput stops growing or p99 passes --slo-p99, with the latency-throughput curve, its knee and the bottleneck",
+    )
     p.add_argument("--users", type=positive, default=defaults.get("users", 16))
     p.add_argument("--spawn-rate", type=spawn_rate, default=0.0, help="users started per second (default: all at once)")
     p.add_argument(
@@ -394,8 +416,9 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--repetitions", type=positive, default=defaults.get("repetitions", 3))
     p.add_argument("--rate", type=float, default=200.0, help="open profile: total requests per second")
     p.add_argument("--ramp-users", type=_ints, default=[1, 2, 4, 8, 16, 32], help="ramp profile: users per step")
-    p.add_argument("--ramp-step", type=positive, default=10, help="ramp profile: seconds per step")
-    p.add_argument("--slo-p99", type=float, default=50.0, help="ramp profile: p99 objective in ms")
+    p.add_argument("--ramp-step", type=positive, default=10, help="ramp and sweep profiles: seconds per step")
+    p.add_argument("--slo-p99", type=float, default=50.0, help="ramp and sweep profiles: p99 objective in ms")
+    p.add_argument("--rates", type=_rates, default=[], help="sweep profile: offered requests/s per step, e.g. 100,200,400 (an open-loop rate sweep; latency from the intended send time)")
     p.add_argument("--instances", type=positive, default=1, help="instances (rows) per request")
     p.add_argument("--processes", type=non_negative, default=0, help="run locust distributed: a master and N worker processes")
     p.add_argument("--url", action="append", type=url, metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, gateway)")

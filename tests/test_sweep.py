@@ -1,0 +1,138 @@
+"""Sweeps (issue #15 item 3) and the bottleneck (item 4): the pure rules on synthetic steps, the
+open loop's latency from the intended send time against a slow server, and one short real sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from loadtests import bench, report, sweep
+from twinserve.supervisor import Supervisor
+
+
+def steps(load: list[float], rps: list[float], p99: list[float] | None = None, key: str = "users") -> list[dict]:
+    p99 = p99 or [5.0] * len(load)
+    return [{key: u, "rps": r, "p50_ms": p / 2, "p99_ms": p, "failures": 0} for u, r, p in zip(load, rps, p99)]
+
+
+def test_the_sweep_stops_when_throughput_stops_growing_or_p99_passes_the_objective() -> None:
+    assert sweep.stop_reason([], 50) is None
+    assert sweep.stop_reason(steps([1], [100]), 50) is None
+    assert sweep.stop_reason(steps([1, 2], [100, 190]), 50) is None
+    assert "grew 4.0%" in sweep.stop_reason(steps([1, 2], [100, 104]), 50)
+    assert sweep.stop_reason(steps([1, 2], [100, 105.1]), 50) is None  # 5% is enough to go on
+    assert "objective" in sweep.stop_reason(steps([1, 2], [100, 190], [5, 60]), 50)
+    assert "failed" in sweep.stop_reason([*steps([1], [100]), {"users": 2, "rps": 190, "p99_ms": 5, "failures": 3}], 50)
+
+
+def test_the_knee_is_the_last_step_before_the_gain_falls_below_half_of_proportional() -> None:
+    # doubling users: +90%, +80% (efficiency 0.9, 0.8), then +30% (0.3 < 0.5): the knee is the 4-user step
+    k = sweep.knee(steps([1, 2, 4, 8], [100, 190, 342, 445]), "users")
+    assert k["index"] == 2 and k["load"] == 4 and k["rps"] == 342 and k["reached"] and abs(k["efficiency_after"] - 0.3) < 0.01
+    # open loop: offered 100 → 200 → 400, achieved 100, 200, 250 (efficiency 0.25 on the last step)
+    k = sweep.knee(steps([100, 200, 400], [99, 198, 250], key="rate"), "rate")
+    assert k["load"] == 200 and k["reached"]
+    k = sweep.knee(steps([1, 2, 4], [100, 200, 390]), "users")
+    assert k["index"] == 2 and not k["reached"]  # every step stayed proportional: not reached
+    assert sweep.knee([], "users") is None
+
+
+def test_the_bottleneck_names_the_saturated_component() -> None:
+    cpu = sweep.shares({"stack": 0.4, "gateway": 0.95 * 4, "load generator": 0.8 * 4}, 4.0, 2)
+    assert cpu["gateway"] == {"cores": 0.95, "machine_share": 0.475}
+    neck = sweep.bottleneck(cpu, 2, 0.7)
+    assert neck["saturated"] == "gateway" and "0.95 of a core" in neck["why"]
+    neck = sweep.bottleneck(sweep.shares({"stack": 2.0, "load generator": 3.6}, 4.0, 2), 2, 0.92)
+    assert neck["saturated"] == "load generator"
+    neck = sweep.bottleneck(sweep.shares({"stack": 5.6, "load generator": 2.0}, 4.0, 2), 2, 0.5)
+    assert neck["saturated"] == "stack" and neck["machine_share"] == 0.95  # the machine was busy: its largest consumer
+    neck = sweep.bottleneck(sweep.shares({"stack": 2.0, "load generator": 1.0}, 4.0, 2), 2, 0.25)
+    assert neck["saturated"] is None
+    # the machine measured busier than the components (other processes): judged on the machine, the largest component named
+    neck = sweep.bottleneck(sweep.shares({"stack": 2.0, "load generator": 1.0}, 4.0, 2), 2, 0.25, machine_busy=0.93)
+    assert neck["saturated"] == "stack" and neck["machine_share"] == 0.93
+    # a via-gateway row whose gateway saturated says it measured the gateway
+    (w,) = bench.bottleneck_warnings([{"model": "tabular", "target": "gateway-tfserving", "via_gateway": True, "bottleneck": {"saturated": "gateway", "why": "x"}}])
+    assert "this measured the gateway, not the stacks" in w
+
+
+class Slow(BaseHTTPRequestHandler):
+    """One request at a time, 100 ms each: at 20 req/s offered the backlog grows every second."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(0.1)
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_open_loop_latency_is_taken_from_the_intended_send_time(tmp_path: Path) -> None:
+    """A server that answers 10 req/s at most, offered 20 req/s by one user for 3 s: from the actual
+    send each answer takes 100 ms; from the intended send time the backlog adds up to ~1.5 s."""
+    server = HTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        cfg = bench.BenchConfig(models=["tabular"], targets=["tfserving"], urls={"tfserving": url}, out=tmp_path, profile="open", users=1, duration_s=3, warmup_s=0, repetitions=1, rate=20)
+        run = bench.measured_run(cfg, bench.TARGETS["tfserving"], "tabular", 0, 1, 3, "slow", {}, 20.0)
+    finally:
+        server.shutdown()
+    f = run.figures
+    assert 20 <= f.requests <= 40, f.requests  # about 10 req/s for 3 s
+    assert f.p50_ms > 500 and f.max_ms > 1000, (f.p50_ms, f.max_ms)  # the queueing behind the slow answers is counted
+    assert f.latency_us["p99"] > 1_000_000
+    assert run.rate == 20.0
+
+
+@pytest.fixture(scope="module")
+def short_sweep(stack, urls: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = bench.BenchConfig(
+        models=["tabular"], targets=["tfserving"], urls={"tfserving": urls["tfserving"]}, out=out, profile="sweep",
+        warmup_s=1, ramp_users=[1, 2], ramp_step_s=3, window_s=1.0,
+    )
+    pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
+    summary = bench.summarise(cfg, bench.run(cfg, pgids))
+    summary["environment"] = {"versions": {}, "machine": {"cpu_count": 2, "time": "t"}, "tfserving_implementation": "twinserve-tf-compat"}
+    summary["stack"] = {"batch size": 8}
+    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
+    summary["locust_dir"] = str(out / "locust")
+    report.write(summary, out)
+    return summary, out
+
+
+def test_a_short_real_sweep_writes_the_curve_knee_and_bottleneck(short_sweep: tuple[dict, Path]) -> None:
+    summary, out = short_sweep
+    (s,) = summary["sweep"]
+    assert s["target"] == "tfserving" and s["load_key"] == "users"
+    assert 1 <= len(s["points"]) <= 2 and s["points"][0]["users"] == 1 and s["points"][0]["rps"] > 0
+    assert s["knee"]["load"] in (1, 2) and s["stopped"]
+    for p in s["points"]:
+        comps = p["bottleneck"]["components"]
+        assert {"stack", "load generator"} <= set(comps) and all(0 <= c["machine_share"] <= 1.2 for c in comps.values())
+        assert "saturated" in p["bottleneck"] and 0 < p["bottleneck"]["machine_busy"] <= 1.0
+    assert (out / "curve_tabular.png").stat().st_size > 10_000
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["sweep"][0]["knee"] == s["knee"]
+    md = (out / "report.md").read_text()
+    assert "Sweep: latency against throughput, the knee and the bottleneck" in md and "curve_tabular.png" in md
+    assert "curve_tabular.png" in (out / "report.html").read_text()
+
+
+def test_the_cli_takes_a_rate_sweep_and_refuses_bad_rates(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "twinserve.cli", "bench", "--profile", "sweep", "--rates", "100,x", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "--rates" in proc.stderr
