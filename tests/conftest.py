@@ -119,3 +119,19 @@ def samples(build_dir: Path) -> dict:
         expected = load_savedmodel(Artifacts(build_dir, name).savedmodel, spec)(x)
         out[name] = (x, expected)
     return out
+
+
+def bench_and_report(cfg, stack) -> dict:  # type: ignore[no-untyped-def]
+    """A bench configuration run against the session's stack (its CPU measured by process group) and
+    its report written to cfg.out, as `twinserve bench` writes one: the summary."""
+    from loadtests import bench, report
+    from twinserve.supervisor import Supervisor
+
+    pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
+    summary = bench.summarise(cfg, bench.run(cfg, pgids))
+    summary["environment"] = {"versions": {}, "machine": {"cpu_count": 2, "time": "t"}, "tfserving_implementation": "twinserve-tf-compat"}
+    summary["stack"] = {"batch size": 8}
+    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
+    summary["locust_dir"] = str(cfg.out / "locust")
+    report.write(summary, cfg.out)
+    return summary

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import uvicorn
 
@@ -70,16 +70,21 @@ def hanging_backend() -> Iterator[str]:
 
 
 @contextmanager
-def answering_backend(status: int, body: bytes) -> Iterator[str]:
+def answering_backend(status: int, body: bytes, delay: Callable[[], float] | None = None, serial: bool = False) -> Iterator[str]:
     """A real HTTP server on loopback that answers every request with this status and JSON body:
-    a stack failing in a way the real stacks cannot be made to fail on demand."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    a stack failing in a way the real stacks cannot be made to fail on demand, or a bench target
+    with known timing (`delay()` seconds before each answer; `serial`: one request at a time)."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        wbufsize = 1 << 16  # head and body in one write (flushed after each request): no delayed-ACK stall
+        disable_nagle_algorithm = True
 
         def _answer(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
+            if delay is not None:
+                time.sleep(delay())
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -91,7 +96,8 @@ def answering_backend(status: int, body: bytes) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = (HTTPServer if serial else ThreadingHTTPServer)(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -6,14 +6,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
 import pytest
 
-from loadtests import bench, overhead, report
+from conftest import bench_and_report
+from gatewayutil import answering_backend
+
+from loadtests import bench, overhead
 from loadtests.targets import COMPARISON, with_references
 from twinserve.measure import needed_services
 from twinserve.supervisor import Supervisor, free_port, group_members
@@ -26,15 +27,7 @@ def short_bench(stack, urls: dict, tmp_path_factory: pytest.TempPathFactory) -> 
         models=["tabular"], targets=list(COMPARISON), urls={k: urls[k] for k in ("torchserve", "tfserving", "gateway")},
         out=out, users=4, spawn_rate=4, duration_s=3, warmup_s=1, repetitions=2,
     )
-    pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
-    raw = bench.run(cfg, pgids)
-    summary = bench.summarise(cfg, raw)
-    summary["environment"] = {"versions": {}, "machine": {"cpu_count": 2, "time": "t"}, "tfserving_implementation": "twinserve-tf-compat"}
-    summary["stack"] = {"batch size": 8}
-    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
-    summary["locust_dir"] = str(out / "locust")
-    report.write(summary, out)
-    return summary, out
+    return bench_and_report(cfg, stack), out
 
 
 def expand(response_times: dict) -> list[int]:
@@ -115,25 +108,6 @@ def test_report_files_hold_tables_and_charts(short_bench: tuple[dict, Path]) -> 
     assert saved["results"][0]["requests"] == summary["results"][0]["requests"]
 
 
-class WrongAnswers(BaseHTTPRequestHandler):
-    """A target that answers 200 with the wrong shape: every request must count as a failure."""
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = b'{"predictions": [[1.0]]}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.do_POST()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_the_routed_gateway_starts_both_stacks_behind_it() -> None:
     """The `gateway` target's stack is "routed" (its policy picks a backend): it needs both stacks, not a
     service called "routed", which left the gateway started with no backend."""
@@ -167,14 +141,10 @@ def test_bench_refuses_what_does_not_answer_and_bad_options(tmp_path: Path) -> N
 
 
 def test_wrong_answers_count_as_failures(tmp_path: Path) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), WrongAnswers)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    """A target that answers 200 with the wrong shape: every request must count as a failure."""
+    with answering_backend(200, b'{"predictions": [[1.0]]}') as url:
         cmd = [sys.executable, "-m", "twinserve.cli", "bench", "--targets", "tfserving", "--url", f"tfserving={url}", "--models", "tabular", "--users", "2", "--duration", "2", "--warmup", "0", "--repetitions", "1", "--out", str(tmp_path)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (result,) = json.loads((tmp_path / "summary.json").read_text())["results"]
     assert result["requests"] > 0

@@ -10,13 +10,13 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from gatewayutil import answering_backend
 
 from loadtests import bench, stats
 from loadtests.latency import PERCENTILES, Recorder, Window, to_us
@@ -136,40 +136,11 @@ def test_the_timeseries_drops_the_partial_first_and_last_seconds(tmp_path: Path)
     assert stats.significant(11.234) == "11.2" and stats.significant(0.8456) == "0.846" and stats.significant(1234.5) == "1234"
 
 
-class Target(BaseHTTPRequestHandler):
-    """A correct `tabular` answer after a random 0.3–4 ms: times with sub-millisecond detail."""
-
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16  # head and body in one write (flushed after each request): no delayed-ACK stall
-    disable_nagle_algorithm = True
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        time.sleep(random.uniform(0.0003, 0.004))
-        body = b'{"predictions": [[0.25, 0.75]]}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.do_POST()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture()
 def target() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Target)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A correct `tabular` answer after a random 0.3–4 ms: times with sub-millisecond detail."""
+    with answering_backend(200, b'{"predictions": [[0.25, 0.75]]}', delay=lambda: random.uniform(0.0003, 0.004)) as url:
+        yield url
 
 
 def run_locust(url: str, out: Path, *extra: str) -> tuple[list[dict], dict, list[float]]:

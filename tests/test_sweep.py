@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from loadtests import bench, report, sweep
-from twinserve.supervisor import Supervisor
+from conftest import bench_and_report
+from gatewayutil import answering_backend
+
+from loadtests import bench, sweep
 
 
 def steps(load: list[float], rps: list[float], p99: list[float] | None = None, key: str = "users") -> list[dict]:
@@ -63,33 +62,12 @@ def test_the_bottleneck_names_the_saturated_component() -> None:
     assert "this measured the gateway, not the stacks" in w
 
 
-class Slow(BaseHTTPRequestHandler):
-    """One request at a time, 100 ms each: at 20 req/s offered the backlog grows every second."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        time.sleep(0.1)
-        body = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_open_loop_latency_is_taken_from_the_intended_send_time(tmp_path: Path) -> None:
     """A server that answers 10 req/s at most, offered 20 req/s by one user for 3 s: from the actual
     send each answer takes 100 ms; from the intended send time the backlog adds up to ~1.5 s."""
-    server = HTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with answering_backend(200, b"{}", delay=lambda: 0.1, serial=True) as url:  # one request at a time, 100 ms each
         cfg = bench.BenchConfig(models=["tabular"], targets=["tfserving"], urls={"tfserving": url}, out=tmp_path, profile="open", users=1, duration_s=3, warmup_s=0, repetitions=1, rate=20)
         run = bench.measured_run(cfg, bench.TARGETS["tfserving"], "tabular", 0, 1, 3, "slow", {}, 20.0)
-    finally:
-        server.shutdown()
     f = run.figures
     assert 20 <= f.requests <= 40, f.requests  # about 10 req/s for 3 s
     assert f.p50_ms > 500 and f.max_ms > 1000, (f.p50_ms, f.max_ms)  # the queueing behind the slow answers is counted
@@ -104,14 +82,7 @@ def short_sweep(stack, urls: dict, tmp_path_factory: pytest.TempPathFactory) -> 
         models=["tabular"], targets=["tfserving"], urls={"tfserving": urls["tfserving"]}, out=out, profile="sweep",
         warmup_s=1, ramp_users=[1, 2], ramp_step_s=3, window_s=1.0,
     )
-    pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
-    summary = bench.summarise(cfg, bench.run(cfg, pgids))
-    summary["environment"] = {"versions": {}, "machine": {"cpu_count": 2, "time": "t"}, "tfserving_implementation": "twinserve-tf-compat"}
-    summary["stack"] = {"batch size": 8}
-    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
-    summary["locust_dir"] = str(out / "locust")
-    report.write(summary, out)
-    return summary, out
+    return bench_and_report(cfg, stack), out
 
 
 def test_a_short_real_sweep_writes_the_curve_knee_and_bottleneck(short_sweep: tuple[dict, Path]) -> None:
