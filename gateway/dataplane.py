@@ -24,7 +24,7 @@ from gateway import metrics, stats
 from gateway.backends.base import Backend, BackendError, Explanation, UpstreamResult
 from gateway.errors import GatewayError
 from gateway.resilience import CircuitBreaker, ConcurrencyLimit
-from gateway.validation import Tensors, outputs_of
+from gateway.validation import Tensors, encode_inputs, outputs_of
 from models.parity import output_diff
 from models.spec import ModelSpec, get_spec
 from gateway.settings import GatewaySettings
@@ -181,6 +181,12 @@ class DataPlane:
         if failed is None and self.settings.routing == "mirror" and override is None:
             self._mirror(inf, result, request_id)
         return Served(result, failover_from=failed)
+
+    async def infer_tensors(self, spec: ModelSpec, inputs: Tensors, override: str | None, request_id: str) -> tuple[Served, dict[str, np.ndarray]]:
+        """Inputs the gateway decoded itself (V2 over HTTP and gRPC, TF Serving's gRPC Predict), sent to
+        a stack as the V1 body encode_inputs writes: the served result and its outputs by name."""
+        served = await self.infer(Inference(spec, inputs, encode_inputs(inputs, spec), len(spec.inputs) == 1), override, request_id)
+        return served, outputs_of(served.result.body, served.result.backend, spec)
 
     async def explain(self, inf: Inference, targets: list[int], override: str | None, request_id: str) -> tuple[Explanation, str | None]:
         return await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.explain(inf.spec, inf.rows, targets, request_id))

@@ -27,16 +27,20 @@ async def asgi_chunks(receive: Callable[[], Awaitable[dict]]) -> AsyncIterator[b
 async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
     """The body, or a 413 as soon as it is known to exceed the limit (declared or counted)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        metrics.REJECTED.labels("body_too_large").inc()
-        raise GatewayError(413, "body_too_large", f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        raise too_large(f"request body of {declared} bytes", limit)
     parts, size = [], 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            metrics.REJECTED.labels("body_too_large").inc()
-            raise GatewayError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
+            raise too_large("request body", limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+def too_large(what: str, limit: int) -> GatewayError:
+    """The 413 of a request over the body limit (an HTTP body, a gRPC message), counted as rejected."""
+    metrics.REJECTED.labels("body_too_large").inc()
+    return GatewayError(413, "body_too_large", f"{what} exceeds the limit of {limit} bytes")
 
 
 # A generated ID is this process's random prefix and a counter: unique across processes and

@@ -28,11 +28,10 @@ from typing import Any, Awaitable, Callable
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from gateway import metrics
 from gateway.dataplane import DataPlane, Served
 from gateway.errors import GatewayError, internal_error
 from gateway.grpcapi.schema import message
-from gateway.http import Outcome, check_api_key, request_id, served_headers
+from gateway.http import Outcome, check_api_key, request_id, served_headers, too_large
 from gateway.logs import AccessLog
 from gateway.settings import GatewaySettings
 
@@ -127,8 +126,7 @@ class GrpcFrontEnd:
                 check_api_key(headers, self.keys)
             rpc.override = self.plane.check_backend(headers.get("x-backend"))
             if len(raw) > self.limit:
-                metrics.REJECTED.labels("body_too_large").inc()
-                raise GatewayError(413, "body_too_large", f"request message of {len(raw)} bytes exceeds the limit of {self.limit} bytes")
+                raise too_large(f"request message of {len(raw)} bytes", self.limit)
             try:
                 request = request_type.FromString(raw) if request_type else raw
             except DecodeError:

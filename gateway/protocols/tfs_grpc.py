@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import Message
 
-from gateway.dataplane import DataPlane, Inference
+from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, bad_request
 from gateway.grpcapi.schema import message, pool
 from gateway.grpcapi.server import Method, Rpc, Services
-from gateway.validation import SIGNATURE, encode_inputs, outputs_of, v1_inputs
+from gateway.validation import SIGNATURE, v1_inputs
 from models.spec import ModelSpec, TensorSpec
 
 PREDICTION = "tensorflow.serving.PredictionService"
@@ -155,16 +155,13 @@ async def predict(plane: DataPlane, request: Any, rpc: Rpc) -> Message:
     unknown = [k for k in wanted if k not in known]
     if unknown:
         raise bad_request(f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be in the set {{{','.join(known)}}}.", "unknown_output")
-    served = await plane.infer(Inference(spec, inputs, encode_inputs(inputs, spec), False), rpc.override, rpc.rid)
-    result = served.result
-    answer = outputs_of(result.body, result.backend, spec)
+    served, answer = await plane.infer_tensors(spec, inputs, rpc.override, rpc.rid)
     response = message("tensorflow.serving.PredictResponse")()
     response.model_spec.name = spec.name
     response.model_spec.version.value = spec.version
     response.model_spec.signature_name = SIGNATURE
     for name in wanted:
         response.outputs[name].CopyFrom(tensor_proto(answer[name]))
-    rpc.outcome.backend = result.backend
     rpc.served(served)
     return response
 

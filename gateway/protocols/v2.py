@@ -23,13 +23,13 @@ from starlette.responses import Response
 
 from gateway import stats
 from gateway.core import Call, Reply, Route
-from gateway.dataplane import DataPlane, Inference, Served
+from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, bad_request
 from gateway.http import served_headers
 from gateway.protocols import v2_binary
 from gateway.protocols.v1 import backend_param
 from gateway.schemas import V2InferResponse, V2Live, V2ModelConfig, V2ModelMetadata, V2ModelReady, V2ModelStats, V2Ready, V2ServerMetadata, INFERENCE_ERRORS, error_responses
-from gateway.validation import Tensors, batch_size, encode_inputs, outputs_of, parse_json, to_array, to_tensor
+from gateway.validation import Tensors, batch_size, parse_json, to_array, to_tensor
 from models.spec import ModelSpec, TensorSpec
 from models import __version__
 
@@ -163,13 +163,6 @@ def to_flat(data: list) -> np.ndarray:
     return arr.reshape(-1)
 
 
-async def run(plane: DataPlane, spec: ModelSpec, request: InferRequest, override: str | None, rid: str) -> tuple[Served, dict[str, np.ndarray]]:
-    """A parsed V2 request through the data plane (sent to a stack as V1 JSON): the served result
-    and its outputs by name. Both transports of V2, HTTP and gRPC, infer through here."""
-    served = await plane.infer(Inference(spec, request.inputs, encode_inputs(request.inputs, spec), len(spec.inputs) == 1), override, rid)
-    return served, outputs_of(served.result.body, served.result.backend, spec)
-
-
 async def infer(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
     """V2 infer: the tensors (JSON or binary) validated, sent to a stack as V1 JSON, its answer
     re-shaped as V2 outputs, each as JSON or, when asked, as binary data after the JSON."""
@@ -182,7 +175,7 @@ async def infer(plane: DataPlane, spec: ModelSpec, call: Call) -> Reply:
             raise bad_request(f"{exc.message}; a body carrying binary tensor data needs the {v2_binary.HEADER} header (the JSON object's length in bytes)", exc.type) from None
         raise
     request = parse_infer(parsed, spec, binary)
-    served, answer = await run(plane, spec, request, call.override, call.rid)
+    served, answer = await plane.infer_tensors(spec, request.inputs, call.override, call.rid)
     result = served.result
     outputs, blobs = [], []
     for t, as_binary in request.outputs:

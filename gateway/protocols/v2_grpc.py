@@ -125,9 +125,8 @@ async def model_infer(plane: DataPlane, request: Any, rpc: Rpc) -> Message:
     rpc.outcome.model = spec.name
     body, raws = as_body(request)
     parsed = v2.parse_infer(body, spec, raws=raws)
-    served, answer = await v2.run(plane, spec, parsed, rpc.override, rpc.rid)
+    served, answer = await plane.infer_tensors(spec, parsed.inputs, rpc.override, rpc.rid)
     backend = served.result.backend
-    rpc.outcome.backend = backend
     response = message("inference.ModelInferResponse")(model_name=spec.name, model_version=str(spec.version), id=parsed.id or rpc.rid)
     response.parameters["backend"].string_param = backend
     if served.failover_from:
