@@ -22,7 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from gateway import backends as registry
 from gateway import logs, metrics
 from gateway.core import Core, Route
-from gateway.dataplane import DataPlane
+from gateway.dataplane import DataPlane, stack_states
 from gateway.errors import GatewayError, internal_error
 from gateway.grpcapi import server as grpcapi
 from gateway.protocols import tfs_grpc, v1, v2, v2_grpc
@@ -46,6 +46,7 @@ def create_fastapi(settings: GatewaySettings, routes: list[Route], keys: list[by
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plane = app.state.plane = DataPlane(settings, registry.create(settings))
+        plane.start()
         server = None
         if settings.grpc_port:  # the gRPC port, on this event loop and over the same data plane
             services = {**v2_grpc.services(), **tfs_grpc.services()}
@@ -77,11 +78,14 @@ def create_fastapi(settings: GatewaySettings, routes: list[Route], keys: list[by
     @app.get("/readyz", tags=["health"], summary="Every model is served by at least one backend", response_model=Readiness, responses={503: {"model": Readiness, "description": "some model has no ready backend"}})
     async def readyz(request: Request) -> Response:
         plane: DataPlane = request.app.state.plane
-        states = await plane.model_states()
+        replicas = await plane.replica_states()
+        states = stack_states(replicas)
         ok = all(any(s == "READY" for s in b.values()) for b in states.values())
         body = {
             "ready": ok,
             "models": states,
+            "replicas": replicas,
+            "load": plane.replica_load(),
             "circuits": plane.circuits(),
             "routing": {"policy": settings.routing, "primary": settings.primary, "weights": settings.weight_map, "failover": settings.failover},
             "implementations": plane.implementations(),

@@ -271,11 +271,24 @@ class DataPlane:
         return out
 
     # state -------------------------------------------------------------------
-    async def model_states(self) -> dict[str, dict[str, str]]:
+    async def replica_states(self) -> dict[str, dict[str, dict[str, str]]]:
+        """model -> backend -> replica -> state, every backend's replicas asked at once."""
         models = list(self.specs)
-        states = await asyncio.gather(*(self.backends[b].model_state(m) for m in models for b in self.names))
-        it = iter(states)
-        return {m: {b: next(it) for b in self.names} for m in models}
+        per_backend = await asyncio.gather(*(self.backends[b].replica_states(models) for b in self.names))
+        return {m: {b: states[m] for b, states in zip(self.names, per_backend)} for m in models}
+
+    async def model_states(self) -> dict[str, dict[str, str]]:
+        """model -> backend -> state: a stack serves a model when any of its replicas does."""
+        return stack_states(await self.replica_states())
+
+    def replica_load(self) -> dict[str, dict[str, dict]]:
+        """backend -> replica -> in flight here and whether it is out of rotation."""
+        return {n: {r.label: {"in_flight": r.in_flight, "ejected": b.replicas.ejects and r.breaker.state == "open"} for r in b.replicas.replicas} for n, b in self.backends.items()}
+
+    def start(self) -> None:
+        """Background work of the backends (re-resolving replicas); needs the running loop."""
+        for backend in self.backends.values():
+            backend.start()
 
     def implementations(self) -> dict[str, str]:
         return {n: b.implementation for n, b in self.backends.items()}
@@ -289,6 +302,23 @@ class DataPlane:
         for backend in self.backends.values():
             await backend.aclose()
 
+
+
+def stack_states(replicas: dict[str, dict[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
+    """One state per model and stack from its replicas': READY when any replica is; otherwise the
+    replicas' common state, or each replica's."""
+    out: dict[str, dict[str, str]] = {}
+    for model, backends in replicas.items():
+        out[model] = {}
+        for backend, states in backends.items():
+            values = list(states.values())
+            if "READY" in values:
+                out[model][backend] = "READY"
+            elif len(set(values)) == 1:
+                out[model][backend] = values[0]
+            else:
+                out[model][backend] = "; ".join(f"{r}: {s}" for r, s in states.items())
+    return out
 
 
 def row_correlation(x: np.ndarray, y: np.ndarray) -> float:

@@ -19,6 +19,9 @@ FAILOVERS = Counter("twinserve_gateway_failovers", "Requests served by the other
 MIRROR = Counter("twinserve_gateway_mirror", "Mirrored requests by outcome (agree, disagree, error, skipped).", ["model", "result"], registry=REGISTRY)
 CIRCUIT = Gauge("twinserve_gateway_circuit_open", "1 while a backend's circuit is open (in any worker: each has its own breaker).", ["backend"], registry=REGISTRY, multiprocess_mode="livemax")
 CIRCUIT_TRANSITIONS = Counter("twinserve_gateway_circuit_transitions", "Circuit state changes, by backend and new state.", ["backend", "state"], registry=REGISTRY)
+REPLICA_REQUESTS = Counter("twinserve_gateway_replica_requests", "Upstream attempts per replica of a stack, by outcome: ok, rejected (the replica answered 4xx), failed (no answer, a timeout or a 5xx).", ["backend", "replica", "outcome"], registry=REGISTRY)
+REPLICA_IN_FLIGHT = Gauge("twinserve_gateway_replica_in_flight", "Upstream requests in flight per replica.", ["backend", "replica"], registry=REGISTRY, multiprocess_mode="livesum")
+REPLICA_EJECTED = Gauge("twinserve_gateway_replica_ejected", "1 while a replica is out of rotation after failures (in any worker: each ejects on its own).", ["backend", "replica"], registry=REGISTRY, multiprocess_mode="livemax")
 REJECTED = Counter("twinserve_gateway_rejected", "Requests rejected before any backend call, by reason.", ["reason"], registry=REGISTRY)
 
 

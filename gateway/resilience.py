@@ -30,6 +30,15 @@ class CircuitBreaker:
             return True
         return False
 
+    def admits(self) -> bool:
+        """Would `allow` let a request through? Without taking the half-open probe: a balancer asks
+        this of every candidate and `allow` of the one it chooses."""
+        if self.state == self.CLOSED:
+            return True
+        if self.state == self.OPEN:
+            return time.monotonic() - self.opened_at >= self.cooldown
+        return not self.probing
+
     def success(self) -> None:
         self.failures = 0
         self.state = self.CLOSED

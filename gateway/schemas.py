@@ -105,7 +105,8 @@ class ModelInfo(BaseModel):
     synthetic: bool
     description: str
     max_batch: int
-    backends: dict[str, str] = Field(description="state of the model on each backend")
+    backends: dict[str, str] = Field(description="state of the model on each backend (READY when any of its replicas is)")
+    replicas: dict[str, dict[str, str]] = Field(description="backend -> replica (address:port) -> state of the model there")
 
 
 class ModelList(BaseModel):
@@ -233,7 +234,9 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    models: dict[str, dict[str, str]] = Field(description="model -> backend -> state")
+    models: dict[str, dict[str, str]] = Field(description="model -> backend -> state (READY when any replica is)")
+    replicas: dict[str, dict[str, dict[str, str]]] = Field(description="model -> backend -> replica (address:port) -> state")
+    load: dict[str, dict[str, dict[str, Any]]] = Field(description="backend -> replica -> {in_flight: requests in flight from this worker, ejected: out of rotation after failures}")
     circuits: dict[str, str]
     routing: dict[str, Any]
     implementations: dict[str, str] = Field(description="backend -> what serves it (the TF backend says whether it is TensorFlow Serving or the compatible server)")

@@ -18,11 +18,12 @@ class GatewaySettings(BaseSettings):
     port: int = 8000
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port on the same host: KServe V2's GRPCInferenceService and TF Serving's PredictionService/ModelService; 0 turns gRPC off")
     workers: int = Field(1, ge=1, description="uvicorn worker processes; several share one Prometheus multiprocess directory so `/metrics` counts them all")
-    torchserve_url: str = "http://127.0.0.1:8080"
-    torchserve_management_url: str = "http://127.0.0.1:8081"
+    torchserve_url: str = Field("http://127.0.0.1:8080", description="TorchServe's inference API: one URL or a comma-separated list; each host name is resolved to all its addresses, one replica each (gateway/replicas.py)")
+    torchserve_management_url: str = Field("http://127.0.0.1:8081", description="TorchServe's management API; with several replicas, each replica's address at this URL's port")
     torchserve_token: str = Field("", description="TorchServe inference key, when its token authorisation is on")
     torchserve_key_file: str = Field("", description="TorchServe's key_file.json: the gateway reads the inference and management keys from it")
-    tfserving_url: str = "http://127.0.0.1:8501"
+    tfserving_url: str = Field("http://127.0.0.1:8501", description="TF Serving's REST API: one URL or a comma-separated list, resolved like torchserve_url")
+    resolve_interval_s: float = Field(5.0, ge=0.0, description="how often the stacks' host names are re-resolved to their replicas' addresses (Docker's and Kubernetes' DNS); 0 resolves once at start")
     backends: str = Field("torchserve,tfserving", description="comma-separated backends to enable, from the registry (gateway/backends/); their order is the failover order")
     routing: Literal["fixed", "weighted", "mirror"] = "fixed"
     primary: str = Field("torchserve", description="the backend that serves under fixed and mirror routing (one of the enabled backends)")

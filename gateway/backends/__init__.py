@@ -8,6 +8,7 @@ names a stack.
 from __future__ import annotations
 
 from gateway.backends.base import REGISTRY, Backend, BackendError, register
+from gateway.replicas import parse_sources
 from gateway.settings import GatewaySettings
 
 # importing the adapters registers them
@@ -26,6 +27,11 @@ def check(settings: GatewaySettings) -> None:
         unknown = [n for n in given if n not in REGISTRY]
         if unknown:
             raise ValueError(f"{variable} names unknown backend(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+    for variable, urls in (("TWINSERVE_GATEWAY_TORCHSERVE_URL", settings.torchserve_url), ("TWINSERVE_GATEWAY_TFSERVING_URL", settings.tfserving_url)):
+        try:
+            parse_sources(urls, variable)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
     if settings.primary not in names:
         raise ValueError(f"TWINSERVE_GATEWAY_PRIMARY={settings.primary!r} is not an enabled backend; choose one of {', '.join(names)}")
 

@@ -4,7 +4,8 @@ The data plane speaks TensorFlow Serving's V1 JSON (the gateway's canonical
 body); an adapter is the only place that knows how its stack wants it sent and
 how its stack reports model state and errors.
 
-Upstream calls go through one aiohttp session per backend, created in the event loop on first use.
+A stack may have several replicas (gateway/replicas.py): `call` picks one per request and moves on
+to another when one gives no answer. Upstream calls go through one aiohttp session per backend, created in the event loop on first use.
 aiohttp directly, rather than httpx over an aiohttp transport: the httpx layers (Request and
 Response objects, header normalisation, the transport adapter) cost about a quarter of the
 gateway's CPU per proxied request (980-1000 -> 750-780 us, same run, wrk 16 connections, tabular).
@@ -23,6 +24,7 @@ import numpy as np
 import orjson
 from yarl import URL
 
+from gateway.replicas import Replica, ReplicaSet
 from gateway.settings import GatewaySettings
 from models.spec import ModelSpec
 
@@ -87,11 +89,10 @@ class Backend(ABC):
     name: str
     implementation: str = "unknown"  # what actually serves (e.g. the real binary or a compatible server)
 
-    def __init__(self, settings: GatewaySettings, base_url: str) -> None:
+    def __init__(self, settings: GatewaySettings, urls: str) -> None:
         self.settings = settings
-        self.base_url = base_url.rstrip("/")
+        self.replicas = ReplicaSet(self.name, urls, settings.breaker_failures, settings.breaker_cooldown_s, settings.resolve_interval_s)
         self.session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
         self.headers: dict[str, str] = {"Content-Type": "application/json"}
 
     def http(self) -> aiohttp.ClientSession:
@@ -105,35 +106,84 @@ class Backend(ABC):
             )
         return self.session
 
-    def url(self, path: str) -> URL:
-        """Parsed once per path; paths come from the model list, so the cache stays small."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = URL(self.base_url + path)
-        return url
+    def start(self) -> None:
+        """Background work that needs the running loop: re-resolving the replicas."""
+        self.replicas.start()
 
-    async def call(self, method: str, url: URL | str, body: bytes | None = None, headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Answer:
-        """One bounded HTTP exchange with the stack; a failure to get any answer is a BackendError
-        that says what happened (refused, unreachable, or too slow)."""
+    async def request(self, method: str, url: URL | str, body: bytes | None = None, headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Answer:
+        """One bounded HTTP exchange at one address (a state probe, a key renewal); a failure to get
+        any answer is a BackendError that says what happened (refused, unreachable, or too slow)."""
         limit = timeout or self.settings.timeout_s
         try:
             async with asyncio.timeout(limit):
-                async with self.http().request(method, url, data=body, headers=headers) as response:
-                    return Answer(response.status, await response.read(), response.headers)
+                return await self._send(method, url, body, headers)
         except TimeoutError:
             raise BackendError(self.name, "timeout", f"{self.name} did not answer within {limit:g} s") from None
+
+    async def call(self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Answer:
+        """One request to the stack, at a replica the balancer picks. A replica that gives no answer
+        at all (refused, reset, gone mid-request: a killed or rescheduled server) is left for the next
+        one within the same time bound, so a replica's death loses no request while another serves.
+        A timeout is not retried: the request may be running there, and the bound is the client's."""
+        limit = timeout or self.settings.timeout_s
+        replicas = self.replicas
+        eject = replicas.ejects
+        tried: set[Replica] = set()
+        current: Replica | None = None
+        last: BackendError | None = None
+        try:
+            async with asyncio.timeout(limit):
+                while (replica := replicas.pick(tried)) is not None:
+                    tried.add(replica)
+                    current = replica
+                    replica.in_flight += 1
+                    replica.in_flight_gauge.inc()
+                    try:
+                        answer = await self._send(method, replica.url(path), body, headers, replica if eject else None)
+                    except BackendError as exc:
+                        current = None
+                        replica.record("failed", eject)
+                        last = exc
+                        continue
+                    finally:  # the deadline cancels the exchange: `current` then names the replica
+                        replica.in_flight -= 1
+                        replica.in_flight_gauge.dec()
+                    current = None
+                    replica.record("ok" if answer.status < 400 else "rejected" if answer.status < 500 else "failed", eject)
+                    return answer
+        except TimeoutError:
+            if current is not None:
+                current.record("failed", eject)
+            where = f" at {current.label}" if eject and current is not None else ""
+            raise BackendError(self.name, "timeout", f"{self.name} did not answer within {limit:g} s{where}") from None
+        raise last or BackendError(self.name, "unavailable", replicas.nothing_to_pick(tried))
+
+    async def _send(self, method: str, url: URL | str, body: bytes | None, headers: Mapping[str, str] | None, replica: Replica | None = None) -> Answer:
+        where = f" at {replica.label}" if replica is not None else ""
+        try:
+            async with self.http().request(method, url, data=body, headers=headers) as response:
+                return Answer(response.status, await response.read(), response.headers)
         except aiohttp.ClientConnectorError as exc:
             reason = "connection refused" if isinstance(exc.os_error, ConnectionRefusedError) else (exc.os_error.strerror or type(exc.os_error).__name__)
-            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable ({reason})") from None
+            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable{where} ({reason})") from None
         except aiohttp.ClientError as exc:
-            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable ({type(exc).__name__})") from None
+            raise BackendError(self.name, "unavailable", f"{self.name} is unreachable{where} ({type(exc).__name__})") from None
+
+    async def replica_states(self, models: list[str]) -> dict[str, dict[str, str]]:
+        """model -> replica -> state, every replica asked at once."""
+        replicas = list(self.replicas.replicas)
+        if not replicas:
+            why = f"DOWN ({self.replicas.nothing_to_pick(set()).removeprefix(self.name + ' ')})"
+            return {m: {s.name: why for s in self.replicas.sources} for m in models}
+        states = iter(await asyncio.gather(*(self.replica_state(r, m) for m in models for r in replicas)))
+        return {m: {r.label: next(states) for r in replicas} for m in models}
+
+    @abstractmethod
+    async def replica_state(self, replica: Replica, model: str) -> str:
+        """READY, or a short reason it is not, for one model on one replica."""
 
     @abstractmethod
     def predict_path(self, model: str) -> str: ...
-
-    @abstractmethod
-    async def model_state(self, model: str) -> str:
-        """READY, or a short reason it is not."""
 
     def error_message(self, answer: Answer) -> str:
         return answer.body[:300].decode("utf-8", "replace")
@@ -152,7 +202,7 @@ class Backend(ABC):
     async def post(self, path: str, body: bytes, request_id: str) -> UpstreamResult:
         """One bounded upstream call; every failure becomes a BackendError that says what happened."""
         started = time.perf_counter()
-        answer = await self.call("POST", self.url(path), body, {**self.headers, "X-Request-ID": request_id})
+        answer = await self.call("POST", path, body, {**self.headers, "X-Request-ID": request_id})
         seconds = time.perf_counter() - started
         status = answer.status
         if status == 200:
@@ -167,5 +217,6 @@ class Backend(ABC):
         raise BackendError(self.name, "bad_gateway", f"{self.name} answered {status}: {message}", status)
 
     async def aclose(self) -> None:
+        await self.replicas.aclose()
         if self.session is not None:
             await self.session.close()

@@ -6,6 +6,7 @@ import numpy as np
 import orjson
 
 from gateway.backends.base import Answer, Backend, BackendError, Explanation, malformed, register
+from gateway.replicas import Replica
 from models import explain as ig
 from models.spec import ModelSpec
 from gateway.settings import GatewaySettings
@@ -42,9 +43,9 @@ class TFServingBackend(Backend):
         except (orjson.JSONDecodeError, AttributeError):
             return super().error_message(answer)
 
-    async def model_state(self, model: str) -> str:
+    async def replica_state(self, replica: Replica, model: str) -> str:
         try:
-            answer = await self.call("GET", self.url(f"/v1/models/{model}"), timeout=2.0)
+            answer = await self.request("GET", replica.url(f"/v1/models/{model}"), timeout=2.0)
         except BackendError as exc:
             return exc.as_state()
         self.implementation = answer.headers.get("x-tf-serving-implementation", "tensorflow_model_server")

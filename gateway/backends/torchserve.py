@@ -6,9 +6,11 @@ import asyncio
 
 import numpy as np
 import orjson
+from yarl import URL
 
 from gateway.backends.base import Answer, Backend, BackendError, Explanation, UpstreamResult, malformed, register
 from models.spec import ModelSpec
+from gateway.replicas import Replica
 from gateway.backends.torchserve_keys import KEY_REFUSED, TOKEN_PATH, read_keys
 from gateway.settings import GatewaySettings
 
@@ -21,6 +23,7 @@ class TorchServeBackend(Backend):
     def __init__(self, settings: GatewaySettings) -> None:
         super().__init__(settings, settings.torchserve_url)
         self.management_url = settings.torchserve_management_url.rstrip("/")
+        self.management_port = URL(self.management_url).port
         self.management_headers: dict[str, str] = {}
         self._key_file = settings.torchserve_key_file
         self._refresh_lock = asyncio.Lock()
@@ -63,7 +66,7 @@ class TorchServeBackend(Backend):
             if f"Bearer {keys.get(kind)}" == rejected and keys.get("API"):
                 # the key on file is the one refused, so it expired: TorchServe writes a new one
                 try:
-                    await self.call("GET", f"{self.management_url}{TOKEN_PATH}?type={kind}", headers={"Authorization": f"Bearer {keys['API']}"}, timeout=5.0)
+                    await self.request("GET", f"{self.management_url}{TOKEN_PATH}?type={kind}", headers={"Authorization": f"Bearer {keys['API']}"}, timeout=5.0)
                 except BackendError:
                     return False
                 keys = read_keys(self._key_file)
@@ -95,13 +98,18 @@ class TorchServeBackend(Backend):
             return str(data.get("error") or data.get("message") or data)[:300]
         return str(data)[:300]
 
-    async def model_state(self, model: str) -> str:
-        url = f"{self.management_url}/models/{model}"
+    def management_origin(self, replica: Replica) -> str:
+        """The management API as configured for one replica; with several, each replica's own at the
+        configured URL's port (TorchServe's management API answers for its own server only)."""
+        return self.management_url if not self.replicas.ejects else replica.at_port(self.management_port or 8081)
+
+    async def replica_state(self, replica: Replica, model: str) -> str:
+        url = f"{self.management_origin(replica)}/models/{model}"
         try:
             sent = self._sent("management")
-            answer = await self.call("GET", url, headers=self.management_headers, timeout=2.0)
+            answer = await self.request("GET", url, headers=self.management_headers, timeout=2.0)
             if self.key_refused(answer) and await self._refresh("management", sent):
-                answer = await self.call("GET", url, headers=self.management_headers, timeout=2.0)
+                answer = await self.request("GET", url, headers=self.management_headers, timeout=2.0)
         except BackendError as exc:
             return exc.as_state()
         if answer.status != 200:

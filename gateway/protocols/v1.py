@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.core import Call, Reply, Route
-from gateway.dataplane import DataPlane, Inference
+from gateway.dataplane import DataPlane, Inference, stack_states
 from gateway.errors import GatewayError
 from gateway.http import served_headers
 from gateway.schemas import (
@@ -144,8 +144,9 @@ def tensor_info(t: TensorSpec) -> dict:
     return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
 
 
-def model_info(plane: DataPlane, name: str, states: dict[str, str]) -> dict:
+def model_info(plane: DataPlane, name: str, replicas: dict[str, dict[str, str]]) -> dict:
     spec = plane.spec(name)
+    states = stack_states({name: replicas})[name]
     return {
         "name": spec.name,
         "input_name": spec.input_name,
@@ -160,19 +161,20 @@ def model_info(plane: DataPlane, name: str, states: dict[str, str]) -> dict:
         "description": spec.description,
         "max_batch": spec.max_batch,
         "backends": states,
+        "replicas": replicas,
     }
 
 
 @router.get("/v1/models", summary="Every model's spec and its state on each backend", response_model=ModelList)
 async def list_models(request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
-    states = await plane.model_states()
-    return Response(orjson.dumps({"models": [model_info(plane, m, states[m]) for m in plane.specs]}), media_type="application/json")
+    replicas = await plane.replica_states()
+    return Response(orjson.dumps({"models": [model_info(plane, m, replicas[m]) for m in plane.specs]}), media_type="application/json")
 
 
 @router.get("/v1/models/{model}", summary="One model's spec and its state on each backend", response_model=ModelInfo, responses=error_responses(404))
 async def get_model(model: str, request: Request) -> Response:
     plane: DataPlane = request.app.state.plane
     plane.spec(model)  # an unknown model raises GatewayError: a 404 from the app's handler
-    states = await plane.model_states()
-    return Response(orjson.dumps(model_info(plane, model, states[model])), media_type="application/json")
+    replicas = await plane.replica_states()
+    return Response(orjson.dumps(model_info(plane, model, replicas[model])), media_type="application/json")
