@@ -282,8 +282,9 @@ class DataPlane:
         return stack_states(await self.replica_states())
 
     def replica_load(self) -> dict[str, dict[str, dict]]:
-        """backend -> replica -> in flight here and whether it is out of rotation."""
-        return {n: {r.label: {"in_flight": r.in_flight, "ejected": b.replicas.ejects and r.breaker.state == "open"} for r in b.replicas.replicas} for n, b in self.backends.items()}
+        """backend -> replica -> in flight here, whether it is out of rotation after failures, and
+        whether it is still warming up (found after start-up and not yet serving every model)."""
+        return {n: {r.label: {"in_flight": r.in_flight, "ejected": b.replicas.ejects and r.breaker.state == "open", "warming": not r.warm} for r in b.replicas.replicas} for n, b in self.backends.items()}
 
     def start(self) -> None:
         """Background work of the backends (re-resolving replicas); needs the running loop."""

@@ -28,6 +28,7 @@ import logging
 import random
 import socket
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from yarl import URL
@@ -98,6 +99,7 @@ class Replica:
         self.origin = f"{source.scheme}://{self.label}"
         self.breaker = breaker
         self.in_flight = 0
+        self.warm = True  # serving every model; a replica discovered later starts cold (see ReplicaSet)
         self._urls: dict[str, URL] = {}
         # metric children resolved once per replica
         self.outcomes = {o: metrics.REPLICA_REQUESTS.labels(backend, self.label, o) for o in ("ok", "rejected", "failed")}
@@ -150,7 +152,9 @@ class ReplicaSet:
         self.replicas: list[Replica] = []
         self.unresolved: dict[str, str] = {}  # source name -> why it gave no address
         self._task: asyncio.Task | None = None
+        self._started = False
         self._apply(self._resolve_blocking())
+        self._started = True
 
     # discovery -------------------------------------------------------------
     def _resolve_blocking(self) -> list[tuple[Source, list[str] | str]]:
@@ -192,6 +196,10 @@ class ReplicaSet:
                     continue
                 replicas.append(current.get(label) or Replica(self.backend, source, address, CircuitBreaker(self.failures, self.cooldown_s)))
         added = [r.label for r in replicas if r.label not in current]
+        if self._started:
+            for r in replicas:
+                if r.label not in current:
+                    r.warm = False
         gone = [r for r in self.replicas if r not in replicas]
         for r in gone:
             r.forget()
@@ -199,18 +207,31 @@ class ReplicaSet:
             log.info("%s replicas now %s (added %s, removed %s)", self.backend, ", ".join(r.label for r in replicas) or "none", ", ".join(added) or "none", ", ".join(r.label for r in gone) or "none")
         self.replicas = replicas
 
-    def start(self) -> None:
-        """Re-resolve in the background (needs the running loop); nothing to do for IP literals."""
+    def start(self, ready: Callable[[Replica], Awaitable[bool]]) -> None:
+        """Re-resolve in the background (needs the running loop); nothing to do for IP literals.
+        `ready` tells whether a replica serves every model yet."""
         if self.interval > 0 and self._task is None and any(s.resolve for s in self.sources):
-            self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+            self._task = asyncio.get_running_loop().create_task(self._refresh_forever(ready))
 
-    async def _refresh_forever(self) -> None:
+    async def _refresh_forever(self, ready: Callable[[Replica], Awaitable[bool]]) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
                 self._apply(await self._resolve())
+                await self.warm_up(ready)
             except Exception:  # discovery must never stop serving with the replicas known
                 log.exception("re-resolving %s's replicas failed", self.backend)
+
+    async def warm_up(self, ready: Callable[[Replica], Awaitable[bool]]) -> None:
+        """A replica found after start-up joins the rotation once it serves every model. Docker's DNS
+        lists a container as soon as it runs, while TorchServe still loads its models (its inference
+        port is open by then and answers 503); a Kubernetes headless Service lists only ready pods,
+        so there this passes at the first look."""
+        cold = [r for r in self.replicas if not r.warm]
+        for replica, ok in zip(cold, await asyncio.gather(*(ready(r) for r in cold))):
+            if ok:
+                replica.warm = True
+                log.info("%s replica %s serves every model: in rotation", self.backend, replica.label)
 
     async def refresh(self) -> None:
         self._apply(await self._resolve())
@@ -233,6 +254,8 @@ class ReplicaSet:
         candidates = [r for r in self.replicas if r not in tried and r.breaker.admits()]
         if not candidates:
             return None
+        warm = [r for r in candidates if r.warm]
+        candidates = warm or candidates  # a cold replica only when no warm one is left to try
         if len(candidates) == 1:
             chosen = candidates[0]
         else:

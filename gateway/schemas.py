@@ -236,7 +236,7 @@ class Readiness(BaseModel):
     ready: bool
     models: dict[str, dict[str, str]] = Field(description="model -> backend -> state (READY when any replica is)")
     replicas: dict[str, dict[str, dict[str, str]]] = Field(description="model -> backend -> replica (address:port) -> state")
-    load: dict[str, dict[str, dict[str, Any]]] = Field(description="backend -> replica -> {in_flight: requests in flight from this worker, ejected: out of rotation after failures}")
+    load: dict[str, dict[str, dict[str, Any]]] = Field(description="backend -> replica -> {in_flight: requests in flight from this worker, ejected: out of rotation after failures, warming: found after start-up and not yet serving every model}")
     circuits: dict[str, str]
     routing: dict[str, Any]
     implementations: dict[str, str] = Field(description="backend -> what serves it (the TF backend says whether it is TensorFlow Serving or the compatible server)")

@@ -216,3 +216,24 @@ def test_sources_are_checked_and_only_plain_http_names_are_resolved() -> None:
     for bad, words in (("tfserving:8501", "is not an http(s)://host[:port] URL"), ("http://a:1/v1", "has a path"), (" , ", "no URL given")):
         with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
             parse_sources(bad, "x")
+
+
+def test_a_replica_found_later_joins_the_rotation_once_it_serves_every_model() -> None:
+    import asyncio
+
+    rs = replica_set()
+    feed(rs, ["10.0.0.1"])  # a replica found after start-up: not warm yet
+    feed(rs, ["10.0.0.1", "10.0.0.2"])
+    one, two = rs.replicas
+    one.warm = True  # as if it had passed its check earlier
+    assert not two.warm and all(rs.pick(set()) is one for _ in range(20))
+    assert rs.pick({one}) is two  # a cold replica is tried when no warm one is left
+    answers = {"10.0.0.2:8501": [False, True]}
+
+    async def ready(replica):  # the replica's models load between two looks
+        return answers[replica.label].pop(0)
+
+    asyncio.run(rs.warm_up(ready))
+    assert not two.warm
+    asyncio.run(rs.warm_up(ready))
+    assert two.warm and {rs.pick(set()) for _ in range(50)} == {one, two}

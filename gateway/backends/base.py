@@ -108,7 +108,11 @@ class Backend(ABC):
 
     def start(self) -> None:
         """Background work that needs the running loop: re-resolving the replicas."""
-        self.replicas.start()
+        self.replicas.start(self.replica_ready)
+
+    async def replica_ready(self, replica: Replica) -> bool:
+        states = await asyncio.gather(*(self.replica_state(replica, m) for m in self.settings.model_list))
+        return all(s == "READY" for s in states)
 
     async def request(self, method: str, url: URL | str, body: bytes | None = None, headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Answer:
         """One bounded HTTP exchange at one address (a state probe, a key renewal); a failure to get
@@ -145,6 +149,10 @@ class Backend(ABC):
                         replica.record("failed", eject)
                         last = exc
                         continue
+                    except asyncio.CancelledError:  # the deadline (recorded below) or the client gone
+                        if replica.breaker.state == replica.breaker.HALF_OPEN:
+                            replica.breaker.probing = False  # else it waits for a probe that never ends
+                        raise
                     finally:  # the deadline cancels the exchange: `current` then names the replica
                         replica.in_flight -= 1
                         replica.in_flight_gauge.dec()
