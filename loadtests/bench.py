@@ -195,7 +195,7 @@ def measured_run(cfg: BenchConfig, target: Target, model: str, rep: int, users: 
             server[role].update(c)
     busy = in_window(run.tree.machine, window) if window else None
     machine = round(busy / span / (psutil.cpu_count() or 1), 3) if busy is not None and span > 0 else None
-    neck = {"components": components, "locust_busiest_core": round(share, 3), "machine_busy": machine, **sweep.bottleneck(components, psutil.cpu_count() or 1, share, machine)}
+    neck = {"components": components, "locust_busiest_core": round(share, 3), "machine_busy": machine, **sweep.bottleneck(components, psutil.cpu_count() or 1, share, machine, target.stack, len(target.stacks))}
     return LocustRun(target.name, model, rep, users, prefix, figures, round(share, 3), run.returncode, server, stats.failure_reasons(path), neck, rate_per_user * users)
 
 
@@ -245,7 +245,7 @@ def open_users(cfg: BenchConfig, rate: float) -> int:
 
 def sweep_point(r: LocustRun) -> dict:
     f = r.figures
-    return {"users": r.users, "rate": r.rate, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "latency_us": f.latency_us, "failures": f.failures, "window_s": f.window_s, "bottleneck": r.bottleneck}
+    return {"users": r.users, "rate": r.rate, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "latency_us": f.latency_us, "failures": f.failures, "window_s": f.window_s, "locust_ms": f.locust_ms, "bottleneck": r.bottleneck}
 
 
 def sweep_model(cfg: BenchConfig, model: str, pgids: dict[str, int], progress: Callable[[str], None]) -> list[LocustRun]:
@@ -397,12 +397,10 @@ def summarise(cfg: BenchConfig, raw: dict) -> dict:
             ramp.append({"model": model, "target": name, "slo_p99_ms": cfg.slo_p99_ms, "points": points, "best": best})
     swept = summarise_sweep(cfg, raw.get("sweep", []))
     for s in swept:
-        knee = s["knee"]
-        s["bottleneck"] = s["points"][knee["index"]]["bottleneck"] if knee else {}
-        neck = (s["points"][-1]["bottleneck"] or {}) if s["points"] else {}
-        if neck.get("saturated") and not s["bottleneck"].get("saturated"):
-            s["bottleneck"] = neck  # the last step's, when the knee's had nothing saturated yet
-        warnings += window_warnings([r for r in raw.get("sweep", []) if r.model == s["model"] and r.target == s["target"]], cfg.ramp_step_s)
+        s["bottleneck"] = sweep.sweep_bottleneck(s["points"], (s["knee"] or {}).get("index"))
+        steps = [r for r in raw.get("sweep", []) if r.model == s["model"] and r.target == s["target"]]
+        warnings += window_warnings(steps, cfg.ramp_step_s)
+        warnings += [f"{r.model} → {r.target} ({r.prefix.name}): HDR and locust disagree beyond locust's rounding: {p}" for r in steps for p in r.figures.latency_check]
     warnings += bottleneck_warnings(results) + bottleneck_warnings(swept)
     return {"results": results, "ramp": ramp, "sweep": swept, "ratios": ratios(results), "warnings": warnings}
 

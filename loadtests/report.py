@@ -59,7 +59,17 @@ def stability_rule(config: dict) -> str:
 
 
 def has_hdr(summary: dict) -> bool:
-    return any(rep.get("latency_us") for r in summary["results"] for rep in r.get("repetitions", []))
+    """Whether the latencies came from the HDR recording: a result's repetitions, or a ramp's or sweep's steps."""
+    runs = [rep for r in summary["results"] for rep in r.get("repetitions", [])]
+    runs += [p for key in ("ramp", "sweep") for r in summary.get(key) or [] for p in r.get("points", [])]
+    return any(run.get("latency_us") for run in runs)
+
+
+def runs_note(config: dict) -> str:
+    """How many runs stand behind each figure: repetitions, or for a ramp or sweep one run per step."""
+    if config["profile"] in ("ramp", "sweep"):
+        return f"{warmup_note(config)}, and one run per {config['profile']} step (no repetitions), the target order rotated from step to step."
+    return f"{warmup_note(config)}, and {config['repetitions']} repetitions with the target order rotated; medians are reported with their min–max spread."
 
 
 def ms(value: float | None) -> str:
@@ -71,12 +81,12 @@ def caveats(summary: dict) -> list[str]:
     env = summary["environment"]
     out = [
         f"Load generator and servers share one machine ({env['machine']['cpu_count']} CPUs): absolute figures are lower than on dedicated hosts; compare ratios measured in the same run.",
-        f"{warmup_note(summary['config'])}, and {summary['config']['repetitions']} repetitions with the target order rotated; medians are reported with their min–max spread.",
+        runs_note(summary["config"]),
         window_note(summary),
         (
             "Latency is every request's exact response time at the client (locust's perf_counter timing), recorded in µs into HDR "
             "histograms (3 significant digits) in every locust process and merged; locust's own percentiles, rounded to whole "
-            "milliseconds below 100 ms, are kept per repetition in summary.json (`locust_ms`) as a cross-check, and any disagreement "
+            "milliseconds below 100 ms, are kept per run in summary.json (`locust_ms`) as a cross-check, and any disagreement "
             "beyond their rounding is listed under Warnings."
             if has_hdr(summary)
             else "Latency is measured by locust at the client, rounded by locust to whole milliseconds below 100 ms."
@@ -97,7 +107,9 @@ def caveats(summary: dict) -> list[str]:
         out.append(
             "Sweep: " + ("open-loop request rates, latency from the intended send time; " if summary["config"].get("rates") else "concurrency steps (closed loop); ")
             + f"a target stops stepping once its p99 passes {summary['config']['slo_p99_ms']:g} ms, a step fails requests, or throughput grows less than {sweep.MIN_GROWTH:.0%}; "
-            + f"the knee is the last step before the throughput gained per unit of load added falls below {sweep.KNEE_EFFICIENCY:.0%} of proportional."
+            + f"the knee is the last step before the throughput gained per unit of load added falls below {sweep.KNEE_EFFICIENCY:.0%} of proportional; "
+            + f"a component is named saturated when the gateway, locust's busiest process or the stack (one worker or busy thread) used {sweep.ONE_CORE:g} of a core, "
+            + f"or the machine was {sweep.MACHINE_BUSY:.0%} busy."
         )
     return out
 
@@ -165,7 +177,8 @@ def curve_chart(summary: dict, model: str, out: Path) -> str:
         k = r.get("knee")
         if k:
             ax.plot([k["rps"]], [k["p99_ms"]], marker="o", markersize=14, markerfacecolor="none", markeredgecolor=colour or "black", markeredgewidth=2)
-            ax.annotate(f"knee {k['rps']:.0f} req/s" + ("" if k["reached"] else " (not reached)"), (k["rps"], k["p99_ms"]), textcoords="offset points", xytext=(6, 8), fontsize=7, color=colour)
+            label = f"knee {k['rps']:.0f} req/s" if k["reached"] else f"last step {k['rps']:.0f} req/s (knee not reached)"
+            ax.annotate(label, (k["rps"], k["p99_ms"]), textcoords="offset points", xytext=(6, 8), fontsize=7, color=colour)
         slo = r["slo_p99_ms"]
     if slo is not None:
         ax.axhline(slo, linestyle=":", color="grey", label=f"p99 objective {slo:g} ms")
@@ -179,10 +192,15 @@ def curve_chart(summary: dict, model: str, out: Path) -> str:
 
 
 def neck_cell(neck: dict | None) -> str:
+    """The saturated component, then each component's CPU in cores (the unit of the rule and of its
+    "why") with its share of the machine: "stack: stack 0.97 cores (48%), load generator 0.07 cores (4%)"."""
     if not neck:
         return ""
-    comps = ", ".join(f"{k} {v['machine_share']:.0%}" for k, v in (neck.get("components") or {}).items())
-    return f"{neck.get('saturated') or 'none'} ({comps})"
+    comps = ", ".join(f"{k} {v['cores']:.2f} cores ({v['machine_share']:.0%})" for k, v in (neck.get("components") or {}).items())
+    return f"{neck.get('saturated') or 'none'}: {comps}"
+
+
+NECK_HEAD = "saturated: CPU per component in cores (share of the machine)"
 
 
 def timeseries(ax1: "plt.Axes", ax2: "plt.Axes", prefix: Path, r: dict) -> None:
@@ -314,8 +332,36 @@ def reference_section(model: str, o: dict) -> tuple[str, list[str], list[list[st
     return f"Gateway against reference proxies (nginx, bare Python floor) — {model}", head, rows
 
 
+def sweep_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Every step of every sweep: what a sweep run has in place of the results table."""
+    head = ["model", "target", "step", "req/s", "p50 ms", "p99 ms", "failures", "window s (measured)", NECK_HEAD, "why"]
+    rows = []
+    for r in summary.get("sweep") or []:
+        for p in r["points"]:
+            neck = p.get("bottleneck") or {}
+            rows.append([
+                r["model"], r["target"], sweep.load_text(p[r["load_key"]], r["load_key"]), f"{p['rps']:.1f}", ms(p.get("p50_ms")), ms(p.get("p99_ms")),
+                str(p.get("failures", "")), fmt(p.get("window_s"), ".2f"), neck_cell(neck), neck.get("why", ""),
+            ])
+    return head, rows
+
+
+def sweep_summary_rows(summary: dict) -> list[list[str]]:
+    """Per sweep: its steps, why it stopped, its knee in words and the bottleneck named."""
+    rows = []
+    for r in summary["sweep"]:
+        k = r["knee"]
+        detail = f", p50 {ms(k['p50_ms'])} ms, p99 {ms(k['p99_ms'])} ms" if k else ""
+        neck = r.get("bottleneck") or {}
+        rows.append([
+            r["model"], r["target"], r["kind"], " → ".join(f"{p[r['load_key']]:g}" for p in r["points"]), r["stopped"],
+            sweep.knee_text(k, r["points"], r["load_key"], detail), neck_cell(neck), neck.get("why", ""),
+        ])
+    return rows
+
+
 def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    out = [("Results (median over repetitions)", *results_table(summary))]
+    out = [("Results (median over repetitions)", *results_table(summary))] if summary["results"] else []
     head, rows = latency_table(summary)
     if rows:
         out.append(("Latency in µs (HDR histograms, median over repetitions) beside locust's rounded figures", head, rows))
@@ -339,18 +385,10 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             rows.append([r["model"], r["target"], f"{r['slo_p99_ms']:g}", "none met the objective" if best is None else f"{best['rps']:.1f} req/s at {best['users']} users (p99 {ms(best['p99_ms'])} ms)", span])
         out.append(("Step ramp: highest throughput meeting the p99 objective", ["model", "target", "p99 objective ms", "best", "step window s (measured)"], rows))
     if summary.get("sweep"):
-        rows = []
-        for r in summary["sweep"]:
-            k = r["knee"] or {}
-            load = "users" if r["load_key"] == "users" else "req/s offered"
-            rows.append([
-                r["model"], r["target"], r["kind"], " → ".join(f"{p[r['load_key']]:g}" for p in r["points"]), r["stopped"],
-                "" if not k else f"{k['load']:g} {load}: {k['rps']:.1f} req/s, p50 {ms(k['p50_ms'])} ms, p99 {ms(k['p99_ms'])} ms" + ("" if k["reached"] else " (not reached)"),
-                neck_cell(r.get("bottleneck")),
-            ])
-        out.append(("Sweep: latency against throughput, the knee and the bottleneck", ["model", "target", "sweep", "steps", "stopped", "knee", "saturated (CPU share of the machine)"], rows))
+        out.append(("Sweep: latency against throughput, the knee and the bottleneck", ["model", "target", "sweep", "steps", "stopped", "knee", NECK_HEAD, "why"], sweep_summary_rows(summary)))
+        out.append(("Sweep steps (one run each)", *sweep_table(summary)))
     if any(r.get("bottleneck") for r in summary["results"]):
-        out.append(("Bottleneck: CPU of each component as a share of the machine's cores, over the counted window", ["model", "target", "saturated", "why"],
+        out.append(("Bottleneck: CPU of each component over the counted window, in cores and as a share of the machine", ["model", "target", NECK_HEAD, "why"],
                     [[r["model"], r["target"], neck_cell(r.get("bottleneck")), (r.get("bottleneck") or {}).get("why", "")] for r in summary["results"]]))
     for model, o in summary.get("overhead", {}).items():
         rows = []

@@ -18,11 +18,20 @@ faster than throughput. A sweep whose every step stayed proportional has its kne
 (marked "not reached").
 
 The bottleneck (`bottleneck`): each component's CPU over the counted window, in cores (CPU seconds
-per second) and as a share of the machine's cores. The single-process components — the gateway
-(one uvicorn process) and each locust process — are saturated at `ONE_CORE` (0.9) of one core;
-the machine is saturated when all measured components together keep `MACHINE_BUSY` (90%) of its
-cores busy, and then the largest consumer is named. The gateway is checked first: a via-gateway
-comparison whose gateway saturated measured the gateway, not the stacks.
+per second) and as a share of the machine's cores. Checked in this order, the first that holds named:
+
+1. the gateway (one uvicorn process) at `ONE_CORE` (0.9) of one core: a via-gateway comparison
+   whose gateway saturated measured the gateway, not the stacks — the warning that matters most;
+2. locust's busiest process at `ONE_CORE`: the figures are capped by the load generator;
+3. the machine: all measured components together (or the machine as measured, when larger) keep
+   `MACHINE_BUSY` (90%) of its cores busy; its largest consumer is named;
+4. the stack at `ONE_CORE` of a core while the machine still had room: the stacks here run one
+   worker (TorchServe) or one busy thread (the TF side), so one core's worth is their limit.
+   This is the healthy outcome of a sweep's top step. Not applied to a target whose "stack"
+   component sums two stacks (the routed gateway), whose one core may be two halves.
+
+Over a whole sweep (`sweep_bottleneck`), a gateway or load generator saturated at any step is named
+first (those steps measured the wrong thing); else the knee's, else the last step's.
 """
 
 from __future__ import annotations
@@ -46,7 +55,9 @@ def stop_reason(points: list[dict], slo_p99_ms: float, min_growth: float = MIN_G
     if len(points) >= 2:
         prev = points[-2]["rps"]
         if prev > 0 and last["rps"] < (1 + min_growth) * prev:
-            return f"throughput grew {100 * (last['rps'] / prev - 1):.1f}% (< {100 * min_growth:g}%) over the previous step"
+            change = 100 * (last["rps"] / prev - 1)
+            moved = f"grew {change:.1f}% (< {100 * min_growth:g}%)" if change >= 0 else f"fell {-change:.1f}%"
+            return f"throughput {moved} over the previous step"
     return None
 
 
@@ -82,19 +93,69 @@ def shares(cpu_seconds: dict[str, float | None], window_s: float, cores: int) ->
     return out
 
 
-def bottleneck(components: dict[str, dict], cores: int, locust_busiest: float | None, machine_busy: float | None = None) -> dict:
-    """Which component saturated: components as from `shares` (keys "stack", a front such as
-    "gateway", "load generator"); `locust_busiest` the busiest locust process's share of one core.
-    `machine_busy`: the whole machine's busy share over the window, when measured (it also counts
-    processes outside the components). Returns {"saturated": name or None, "why": text,
-    "machine_share": the busy share judged: the larger of the components' sum and machine_busy}."""
+def cores_text(cores: float) -> str:
+    """CPU in the words the report uses: "0.94 of a core" below one, "1.09 cores" from one on."""
+    return f"{cores:.2f} of a core" if round(cores, 2) < 1 else f"{cores:.2f} cores"
+
+
+def bottleneck(
+    components: dict[str, dict], cores: int, locust_busiest: float | None, machine_busy: float | None = None,
+    stack: str | None = None, stacks: int = 1,
+) -> dict:
+    """Which component saturated (the order is the module docstring's): components as from `shares`
+    (keys "stack", a front such as "gateway", "load generator"); `locust_busiest` the busiest locust
+    process's share of one core; `machine_busy` the whole machine's busy share over the window, when
+    measured (it also counts processes outside the components); `stack` the stack's name for the
+    wording, `stacks` how many stacks the "stack" component sums. Returns {"saturated": name or None,
+    "why": text, "machine_share": the busy share judged: the larger of the components' sum and
+    machine_busy}."""
     total = round(max(sum(c["machine_share"] for c in components.values()), machine_busy or 0.0), 3)
     gw = components.get("gateway")
     if gw and gw["cores"] >= ONE_CORE:
-        return {"saturated": "gateway", "why": f"the gateway (one process) used {gw['cores']:.2f} of a core", "machine_share": total}
+        return {"saturated": "gateway", "why": f"the gateway (one process) used {cores_text(gw['cores'])}", "machine_share": total}
     if locust_busiest is not None and locust_busiest >= ONE_CORE:
-        return {"saturated": "load generator", "why": f"locust's busiest process used {locust_busiest:.2f} of a core", "machine_share": total}
+        return {"saturated": "load generator", "why": f"locust's busiest process used {cores_text(locust_busiest)}", "machine_share": total}
     if total >= MACHINE_BUSY and components:
         top = max(components, key=lambda k: components[k]["cores"])
         return {"saturated": top, "why": f"the machine was {total:.0%} busy ({cores} cores); {top} used {components[top]['cores']:.2f} cores, the most", "machine_share": total}
-    return {"saturated": None, "why": f"nothing saturated: the machine was {total:.0%} busy, no single-process component at {ONE_CORE:g} of a core", "machine_share": total}
+    st = components.get("stack")
+    if st and stacks == 1 and st["cores"] >= ONE_CORE:
+        who = f"the stack ({stack})" if stack else "the stack"
+        why = f"{who} used {cores_text(st['cores'])}, a core's worth: with one worker or one busy thread, that is its limit (the machine was {total:.0%} busy)"
+        return {"saturated": "stack", "why": why, "machine_share": total}
+    return {"saturated": None, "why": f"nothing saturated: the machine was {total:.0%} busy, no single-process component nor the stack at {ONE_CORE:g} of a core", "machine_share": total}
+
+
+def sweep_bottleneck(points: list[dict], knee_index: int | None) -> dict:
+    """The bottleneck a sweep reports: a gateway or load generator saturated at any step first (the
+    steps from there on measured the front or locust, whatever the knee's step says), else the
+    knee's step's when it named one, else the last step's."""
+    necks = [p.get("bottleneck") or {} for p in points]
+    for who in ("gateway", "load generator"):
+        hit = next((n for n in necks if n.get("saturated") == who), None)
+        if hit:
+            return hit
+    at_knee = necks[knee_index] if knee_index is not None and 0 <= knee_index < len(necks) else {}
+    if at_knee.get("saturated") or not necks:
+        return at_knee
+    return necks[-1] if necks[-1].get("saturated") else at_knee
+
+
+def load_text(load: float, load_key: str) -> str:
+    """A sweep step in words: "1 user", "8 users", "200 req/s offered"."""
+    if load_key == "users":
+        return f"{load:g} user" + ("" if load == 1 else "s")
+    return f"{load:g} req/s offered"
+
+
+def knee_text(k: dict | None, points: list[dict], load_key: str, detail: str = "") -> str:
+    """The knee in words, saying what "not reached" means: one step measured finds no knee; a last
+    step that still scaled means the knee lies beyond the steps run. `detail` follows the req/s."""
+    if not k:
+        return ""
+    at = f"{load_text(k['load'], load_key)}: {k['rps']:.1f} req/s{detail}"
+    if k["reached"]:
+        return f"at {at}"
+    if len(points) < 2:
+        return f"not found: one step only ({at})"
+    return f"not reached: throughput still scaled up to the last step ({at})"

@@ -29,6 +29,17 @@ Where the summary has the gateway's CPU (each via-gateway target's `server.gatew
 `overhead.<model>.saturation`), the flag cites it: CPU per request against the stack's own, and
 the share of a core it used; otherwise it says it rests on the ratios alone.
 
+A via-gateway pair measured without its direct pair is flagged on the gateway's CPU alone: flagged
+when the gateway saturated (`bottleneck.saturated == "gateway"`, loadtests/sweep.py).
+
+**A sweep run** (`--profile sweep`) has no repetitions: one run per step. Each path is compared at
+the highest step every sweep of the model ran (the same load for both stacks and, when a step is
+common to all four, for both paths), one run a side, so no difference is called beyond noise
+("one run per sweep step"); each stack's own knee is listed beside it. Its gateway flag rests on the
+gateway's CPU at every via-gateway step — saturated at any step: flagged, with the steps named —
+not on the ratios: with one run a side, and a closed loop whose added hop compresses the ratio
+even when the gateway is idle, a compressed ratio alone is only noted.
+
 Every line names the TF side as what actually ran (`environment.tfserving_implementation`): the
 TF-Serving-compatible server is never called TensorFlow Serving.
 
@@ -41,6 +52,8 @@ from __future__ import annotations
 import html
 import math
 import statistics
+
+from loadtests import sweep
 
 MIN_REPETITIONS = 3
 PATHS = (("direct", "torchserve", "tfserving"), ("via gateway", "gateway-torchserve", "gateway-tfserving"))
@@ -163,17 +176,18 @@ def gateway_flag(summary: dict, model: str, direct_row: dict, gw_row: dict, entr
     """Did the via-gateway comparison measure the gateway rather than the stacks? (throughput ratios)"""
     rd, rg = direct_row["throughput"].get("ts_over_tf"), gw_row["throughput"].get("ts_over_tf")
     if not rd or not rg:
-        return {"flag": False, "why": "ratios not measured"}
+        alone = saturation_flag(entries, names)  # the gateway's CPU still speaks
+        return {**alone, "why": "ratios not measured" + (f"; {alone['why']}" if alone["flag"] else ""), "compressed": False}
     ld, lg = abs(math.log(rd)), abs(math.log(rg))
     compressed = ld >= math.log(MIN_DIRECT_GAP) and lg <= COMPRESSION * ld
     lost = direct_row["throughput"].get("significant") is True and gw_row["throughput"].get("significant") is False and lg < ld
-    saturated = [s for s, e in entries.items() if ((e.get("bottleneck") or {}).get("saturated")) == "gateway"]  # loadtests/sweep.py bottleneck
+    saturated = saturated_in_front(entries)
     flag = compressed or lost or bool(saturated)
     why = f"TorchServe/TF throughput {rg:.2f} via the gateway against {rd:.2f} direct"
     if lost and not compressed:
         why += "; the direct difference is beyond noise, the gateway's is not"
     if saturated:
-        why += f"; the gateway saturated first in front of {' and '.join(names[s] for s in saturated)}: this measured the gateway, not the stacks"
+        why += "; " + saturation_text(entries, saturated, names)
     cpu = gateway_cpu(summary, model, entries, direct_entries)
     if cpu:
         parts = []
@@ -192,7 +206,29 @@ def gateway_flag(summary: dict, model: str, direct_row: dict, gw_row: dict, entr
     else:
         evidence = "no CPU figures of the gateway in this summary: judged on the ratios alone"
         basis = "ratios alone"
-    return {"flag": flag, "why": why, "evidence": evidence, "basis": basis, "direct_ratio": rd, "gateway_ratio": rg, "cpu": cpu}
+    return {"flag": flag, "why": why, "evidence": evidence, "basis": basis, "direct_ratio": rd, "gateway_ratio": rg, "cpu": cpu, "compressed": compressed, "saturated": saturated}
+
+
+def saturated_in_front(entries: dict[str, dict]) -> list[str]:
+    """The stacks in front of which the gateway saturated (loadtests/sweep.py `bottleneck`)."""
+    return [s for s, e in entries.items() if ((e.get("bottleneck") or {}).get("saturated")) == "gateway"]
+
+
+def saturation_text(entries: dict[str, dict], saturated: list[str], names: dict[str, str]) -> str:
+    """Where the gateway saturated, in its own measured words (a sweep entry names its steps too)."""
+    parts = []
+    for s in saturated:
+        e = entries[s]
+        where = f" {e['saturated_at']}" if e.get("saturated_at") else ""
+        parts.append(f"{names[s]}{where} ({(e.get('bottleneck') or {}).get('why') or 'saturated'})")
+    return f"the gateway saturated first in front of {' and '.join(parts)}: this measured the gateway, not the stacks"
+
+
+def saturation_flag(entries: dict[str, dict], names: dict[str, str]) -> dict:
+    """A via-gateway pair with no direct pair to hold its ratio against: flagged on the gateway's CPU alone."""
+    saturated = saturated_in_front(entries)
+    why = saturation_text(entries, saturated, names) if saturated else "the gateway did not saturate"
+    return {"flag": bool(saturated), "why": why, "evidence": "no direct pair in this run: judged on the gateway's CPU alone", "basis": "the gateway's CPU alone", "saturated": saturated}
 
 
 def verdict(summary: dict) -> list[dict]:
@@ -218,7 +254,111 @@ def verdict(summary: dict) -> list[dict]:
         if "direct" in by_path and "via gateway" in by_path:
             (drow, dent), (grow, gent) = by_path["direct"], by_path["via gateway"]
             grow["gateway"] = gateway_flag(summary, model, drow, grow, gent, dent, names)
+        elif "via gateway" in by_path:
+            grow, gent = by_path["via gateway"]
+            grow["gateway"] = saturation_flag(gent, names)
+    return rows + sweep_verdict(summary, names)
+
+
+SWEEP_CLAIM = "one run per sweep step: not tested against noise, no claim"
+
+
+def common_step(sweeps: list[dict]) -> float | None:
+    """The highest load that every one of these sweeps ran (None: no step in common)."""
+    loads = [{p[s["load_key"]] for p in s["points"]} for s in sweeps]
+    common = set.intersection(*loads) if loads else set()
+    return max(common) if common else None
+
+
+def gateway_steps(s: dict) -> list[dict]:
+    """The points of a sweep whose gateway saturated (loadtests/sweep.py `bottleneck`)."""
+    return [p for p in s["points"] if (p.get("bottleneck") or {}).get("saturated") == "gateway"]
+
+
+def sweep_entry(s: dict, load: float) -> dict:
+    """One sweep step as a one-repetition target entry, so `compare` and `gateway_flag` read it:
+    CPU per request from the step's cores over its req/s, and, for a via-gateway sweep, the
+    gateway's saturation at any step (it invalidates those steps, whichever step is compared)."""
+    point = next(p for p in s["points"] if p[s["load_key"]] == load)
+    comps = (point.get("bottleneck") or {}).get("components") or {}
+    rps = point.get("rps") or 0
+    server = {role: {"cpu_ms_per_request": round(1000 * c["cores"] / rps, 4)} for role, c in comps.items() if role != "load generator" and rps > 0}
+    entry = {"model": s["model"], "target": s["target"], "via_gateway": s.get("via_gateway"), "repetitions": [point], "server": server}
+    hits = gateway_steps(s)
+    if hits:
+        entry["bottleneck"] = hits[0]["bottleneck"]
+        entry["saturated_at"] = "at " + ", ".join(sweep.load_text(p[s["load_key"]], s["load_key"]) for p in hits)
+    return entry
+
+
+def sweep_pairs(summary: dict) -> dict[str, dict[str, tuple[dict, dict]]]:
+    """Per model, per path, the (TorchServe, TF) sweeps a sweep run measured."""
+    index = {(s.get("model"), s.get("target")): s for s in summary.get("sweep") or [] if isinstance(s, dict) and s.get("points")}
+    out: dict[str, dict[str, tuple[dict, dict]]] = {}
+    for model in dict.fromkeys(m for m, _ in index):
+        for path, ts_name, tf_name in PATHS:
+            ts, tf = index.get((model, ts_name)), index.get((model, tf_name))
+            if ts and tf:
+                out.setdefault(model, {})[path] = (ts, tf)
+    return out
+
+
+def sweep_verdict(summary: dict, names: dict[str, str]) -> list[dict]:
+    """A sweep run's rows: each path at the highest step in common (see the module docstring)."""
+    rows: list[dict] = []
+    for model, pairs in sweep_pairs(summary).items():
+        everywhere = common_step([s for pair in pairs.values() for s in pair])
+        by_path = {}
+        for path, (ts, tf) in pairs.items():
+            load = everywhere if everywhere is not None else common_step([ts, tf])
+            if load is None:
+                continue
+            ents = {"torchserve": sweep_entry(ts, load), "tfserving": sweep_entry(tf, load)}
+            row = {
+                "model": model, "path": path, "tf_label": names["tfserving"],
+                "tfserving_implementation": (summary.get("environment") or {}).get("tfserving_implementation"),
+                "throughput": one_run(compare(ents["torchserve"], ents["tfserving"], "rps", names)),
+                "p99": one_run(compare(ents["torchserve"], ents["tfserving"], "p99", names)),
+                "stable": {"torchserve": None, "tfserving": None},
+                "sweep": {"kind": ts.get("kind"), "load_key": ts["load_key"], "load": load, "knees": {"torchserve": knee_of(ts), "tfserving": knee_of(tf)}},
+            }
+            by_path[path] = (row, ents)
+            rows.append(row)
+        if "via gateway" in by_path:
+            grow, gent = by_path["via gateway"]
+            if "direct" in by_path:
+                drow, dent = by_path["direct"]
+                grow["gateway"] = sweep_flag(gateway_flag(summary, model, drow, grow, gent, dent, names), pairs["via gateway"])
+            else:
+                grow["gateway"] = sweep_flag(saturation_flag(gent, names), pairs["via gateway"])
     return rows
+
+
+def one_run(c: dict) -> dict:
+    """A sweep comparison's claim: one run a side is never tested against noise."""
+    if str(c.get("claim", "")).startswith("not enough repetitions"):
+        c["claim"] = SWEEP_CLAIM
+    return c
+
+
+def knee_of(s: dict) -> dict:
+    """A sweep's knee with what a line needs to say it (loadtests/sweep.py `knee_text`)."""
+    return {"knee": s.get("knee"), "text": sweep.knee_text(s.get("knee"), s["points"], s["load_key"])}
+
+
+def sweep_flag(g: dict, via: tuple[dict, dict]) -> dict:
+    """A sweep's gateway flag rests on the gateway's CPU at every step, not on the ratios: one run a
+    side, and a closed loop whose added hop compresses the ratio even with an idle gateway. A
+    compressed ratio without saturation is kept as a note."""
+    peak = max((((p.get("bottleneck") or {}).get("components") or {}).get("gateway") or {}).get("cores", 0.0) for s in via for p in s["points"])
+    out = {**g, "flag": bool(g["saturated"]), "basis": f"the gateway's CPU at every step ({g['basis']} at the compared step)"}
+    idle = f"the gateway did not saturate at any step (at most {sweep.cores_text(peak)})"
+    if not g["saturated"] and g.get("compressed"):
+        out["note"] = (f"{g['why']}, but {idle}: one run a side, and a closed loop's added hop compresses the ratio by itself — "
+                       "a hint, not a finding")
+    elif not g["saturated"]:
+        out["note"] = f"{idle}: these figures are the stacks' behind it" + (f" ({g['why']})" if g.get("direct_ratio") else "")
+    return out
 
 
 def fmt(v: float, unit: str) -> str:
@@ -227,12 +367,30 @@ def fmt(v: float, unit: str) -> str:
     return f"{v:.3g}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
+def figure(side: dict, unit: str) -> str:
+    """A side's median and [min–max]; one run alone has no range to show."""
+    if side.get("n", 0) <= 1:
+        return fmt(side["median"], unit)
+    return f"{fmt(side['median'], unit)} [{fmt(side['range'][0], unit)}–{fmt(side['range'][1], unit)}]"
+
+
+def path_label(r: dict) -> str:
+    """The path, and for a sweep the step it was compared at."""
+    sw = r.get("sweep")
+    return f"{r['path']} at {sweep.load_text(sw['load'], sw['load_key'])}" if sw else r["path"]
+
+
+def knee_line(r: dict, names: dict[str, str]) -> str:
+    """Each stack's own knee on a sweep row's path."""
+    knees = r["sweep"]["knees"]
+    return f"{r['path']} · knee: TorchServe {knees['torchserve']['text']}; {tf_short(names['tfserving'])} {knees['tfserving']['text']}"
+
+
 def metric_line(c: dict, names: dict[str, str]) -> str:
     if "torchserve" not in c:
         return f"{c['label']}: {c['claim']}"
     unit, ts, tf = c["unit"], c["torchserve"], c["tfserving"]
-    figures = (f"TorchServe {fmt(ts['median'], unit)} [{fmt(ts['range'][0], unit)}–{fmt(ts['range'][1], unit)}] vs "
-               f"{tf_short(names['tfserving'])} {fmt(tf['median'], unit)} [{fmt(tf['range'][0], unit)}–{fmt(tf['range'][1], unit)}] {unit}")
+    figures = f"TorchServe {figure(ts, unit)} vs {tf_short(names['tfserving'])} {figure(tf, unit)} {unit}"
     if c.get("faster") is None:
         head = f"{c['label']}: no difference" if c.get("factor") == 1.0 else f"{c['label']}"
     else:
@@ -252,10 +410,14 @@ def render_markdown(rows: list[dict]) -> str:
         lines.append(f"**{model}** — TorchServe against {mine[0]['tf_label']}")
         for r in mine:
             for key in ("throughput", "p99"):
-                lines.append(f"- {r['path']} · {metric_line(r[key], names)}")
+                lines.append(f"- {path_label(r)} · {metric_line(r[key], names)}")
+            if r.get("sweep"):
+                lines.append(f"- {knee_line(r, names)}")
             g = r.get("gateway")
             if g and g["flag"]:
                 lines.append(f"- ⚠ via gateway: **measured the gateway, not the stacks** ({g['why']}; {g['evidence']}). Compare the stacks on the direct path.")
+            elif g and g.get("note"):
+                lines.append(f"- via gateway: {g['note']}.")
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -267,17 +429,32 @@ RULE = (
 )
 
 
+SWEEP_RULE = (
+    "Sweep: one run per step, so each path is compared at the highest step every sweep of the model ran (the same load on both sides) "
+    "and no difference is called beyond noise; each stack's knee is its own. The gateway flag rests on the gateway's CPU at every step."
+)
+
+
+def rules(rows: list[dict]) -> str:
+    """The rules the rows were judged by: a sweep run's alone, the repetitions' rule alone, or both."""
+    swept = [r for r in rows if r.get("sweep")]
+    if rows and len(swept) == len(rows):
+        return SWEEP_RULE + " Figures: each stack's one run at that step; factor: their ratio."
+    return RULE + (" " + SWEEP_RULE if swept else "")
+
+
 def markdown_block(summary: dict) -> str:
     """The verdict section for report.md (heading included)."""
     impl = (summary.get("environment") or {}).get("tfserving_implementation") or "not recorded"
-    return "\n".join(["## Verdict", "", f"TF side: {impl}. {RULE}", "", render_markdown(verdict(summary)), ""])
+    rows = verdict(summary)
+    return "\n".join(["## Verdict", "", f"TF side: {impl}. {rules(rows)}", "", render_markdown(rows), ""])
 
 
 def html_block(summary: dict) -> str:
     """The verdict section for report.html (heading included): the same text, escaped."""
     impl = (summary.get("environment") or {}).get("tfserving_implementation") or "not recorded"
-    out = ["<h2>Verdict</h2>", f"<p>TF side: {html.escape(impl)}. {html.escape(RULE)}</p>"]
     rows = verdict(summary)
+    out = ["<h2>Verdict</h2>", f"<p>TF side: {html.escape(impl)}. {html.escape(rules(rows))}</p>"]
     if not rows:
         return "".join(out + ["<p>No TorchServe/TF pair was measured in this run: no verdict.</p>"])
     for block in render_markdown(rows).split("\n\n"):

@@ -62,6 +62,98 @@ def test_the_bottleneck_names_the_saturated_component() -> None:
     assert "this measured the gateway, not the stacks" in w
 
 
+def test_a_stack_pinned_at_one_core_is_named_saturated() -> None:
+    """The mobilenet sweep: the stack at 0.94–1.0 of a core on 2 cores, the machine 60–70% busy,
+    reported "nothing saturated". One worker or one busy thread: one core is the stack's limit."""
+    for used in (0.94, 0.97, 1.0):
+        cpu = sweep.shares({"stack": used * 4, "load generator": 0.3 * 4}, 4.0, 2)
+        neck = sweep.bottleneck(cpu, 2, 0.2, machine_busy=0.65)
+        assert neck["saturated"] == "stack", neck
+        assert "a core's worth" in neck["why"] and set(neck) == {"saturated", "why", "machine_share"}
+    assert "the stack used 1.00 cores" in neck["why"]
+    named = sweep.bottleneck(sweep.shares({"stack": 0.97 * 4}, 4.0, 2), 2, 0.2, machine_busy=0.65, stack="torchserve")
+    assert named["why"].startswith("the stack (torchserve) used 0.97 of a core, a core's worth") and "65% busy" in named["why"]
+    # below the line: nothing, and the wording says the stack was checked too
+    neck = sweep.bottleneck(sweep.shares({"stack": 0.85 * 4}, 4.0, 2), 2, 0.2, machine_busy=0.6)
+    assert neck["saturated"] is None and "nor the stack" in neck["why"]
+    # precedence: a saturated gateway or locust invalidates the figures, so it is named before the stack
+    both = sweep.shares({"stack": 0.97 * 4, "gateway": 0.93 * 4, "load generator": 0.1 * 4}, 4.0, 2)
+    assert sweep.bottleneck(both, 2, 0.1, stack="tfserving")["saturated"] == "gateway"
+    assert sweep.bottleneck(sweep.shares({"stack": 0.97 * 4}, 4.0, 2), 2, 0.95, stack="tfserving")["saturated"] == "load generator"
+    # the routed gateway's "stack" sums both stacks: one core there may be two halves
+    assert sweep.bottleneck(sweep.shares({"stack": 1.0 * 4}, 4.0, 2), 2, 0.1, machine_busy=0.6, stack="routed", stacks=2)["saturated"] is None
+
+
+def neck(saturated: str | None) -> dict:
+    return {"components": {}, "saturated": saturated, "why": f"{saturated} why", "machine_share": 0.5}
+
+
+def test_a_sweep_names_a_gateway_saturated_at_any_step_before_its_knee() -> None:
+    """With the stack rule the knee's step often names the stack; a gateway saturated at a later
+    step must still reach the sweep's bottleneck (and so its warning)."""
+    points = [{"users": u, "bottleneck": neck(s)} for u, s in ((1, None), (2, "stack"), (4, "gateway"))]
+    assert sweep.sweep_bottleneck(points, 1)["saturated"] == "gateway"
+    points[2]["bottleneck"] = neck("load generator")
+    assert sweep.sweep_bottleneck(points, 1)["saturated"] == "load generator"
+    points[2]["bottleneck"] = neck("stack")
+    assert sweep.sweep_bottleneck(points, 0)["saturated"] == "stack"  # the knee's had none: the last step's
+    points[2]["bottleneck"] = neck(None)
+    assert sweep.sweep_bottleneck(points, 0) is points[0]["bottleneck"]
+    assert sweep.sweep_bottleneck([], None) == {}
+
+
+def test_sweep_wording_counts_users_and_says_what_not_reached_means() -> None:
+    assert sweep.load_text(1, "users") == "1 user" and sweep.load_text(8, "users") == "8 users"
+    assert sweep.load_text(200, "rate") == "200 req/s offered"
+    assert "fell 6.5%" in sweep.stop_reason(steps([1, 2], [100, 93.5]), 50)
+    one = steps([1], [20])
+    assert sweep.knee_text(sweep.knee(one, "users"), one, "users") == "not found: one step only (1 user: 20.0 req/s)"
+    four = steps([1, 2, 4], [100, 200, 390])
+    assert sweep.knee_text(sweep.knee(four, "users"), four, "users").startswith("not reached: throughput still scaled up to the last step (4 users")
+    bent = steps([1, 2, 4, 8], [100, 190, 342, 445])
+    assert sweep.knee_text(sweep.knee(bent, "users"), bent, "users", ", p99 5 ms") == "at 4 users: 342.0 req/s, p99 5 ms"
+
+
+def sweep_summary() -> dict:
+    """A sweep run as bench.summarise and `twinserve bench` write it: no results, the sweeps' points."""
+    def sweep_of(target: str, rps: list[float], via: bool) -> dict:
+        points = []
+        for u, r in zip([1, 2, 4], rps):
+            comps = {"stack": {"cores": 0.5 * u / 2, "machine_share": 0.125 * u}, "load generator": {"cores": 0.1, "machine_share": 0.05}}
+            points.append({"users": u, "rate": 0.0, "rps": r, "p50_ms": 4.0, "p99_ms": 9.0, "failures": 0, "window_s": 4.01,
+                           "latency_us": {"p50": 4000, "p99": 9000, "count": 100},
+                           "bottleneck": {"components": comps, **sweep.bottleneck(comps, 2, 0.1)}})
+        k = sweep.knee(points, "users")
+        return {"model": "tabular", "target": target, "kind": "concurrency (closed loop)", "load_key": "users", "slo_p99_ms": 50.0,
+                "points": points, "stopped": "last step reached", "knee": k, "via_gateway": via, "bottleneck": points[k["index"]]["bottleneck"]}
+
+    return {
+        "results": [], "ramp": [], "ratios": [], "warnings": [],
+        "sweep": [sweep_of("torchserve", [100, 190, 380], False), sweep_of("tfserving", [120, 230, 300], False)],
+        "environment": {"versions": {}, "machine": {"cpu_count": 2, "time": "t"}, "tfserving_implementation": "twinserve TF-Serving-compatible server"},
+        "stack": {"batch size": 8}, "locust_dir": "/nonexistent",
+        "config": {"profile": "sweep", "warmup_s": 1, "repetitions": 3, "ramp_step_s": 4, "duration_s": None, "slo_p99_ms": 50.0, "rates": [], "users": 16},
+    }
+
+
+def test_a_sweep_report_has_its_steps_and_no_empty_results_table(tmp_path: Path) -> None:
+    from loadtests import report
+
+    report.write(sweep_summary(), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Results" not in md  # a header with no rows was printed before
+    assert "## Sweep steps (one run each)" in md and "| tabular | torchserve | 1 user | 100.0 |" in md and "| tabular | tfserving | 4 users | 300.0 |" in md
+    assert "not reached: throughput still scaled up to the last step (4 users: 380.0 req/s" in md  # torchserve kept scaling
+    assert "at 2 users: 230.0 req/s" in md and "1 users" not in md
+    assert "stack 1.00 cores (50%)" in md  # cores, the unit of the rule, beside the machine share
+    assert "one run per sweep step (no repetitions)" in md and "repetitions with the target order rotated" not in md
+    assert "HDR histograms" in md  # the steps' latency is HDR's, not locust's rounded figures
+    assert "No TorchServe/TF pair was measured" not in md and "direct at 4 users" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Results" not in page and "<h2>Sweep steps (one run each)</h2>" in page and "<td>1 user</td>" in page
+    assert "<thead><tr><th>model</th><th>target</th><th>req/s</th>" not in page
+
+
 def test_open_loop_latency_is_taken_from_the_intended_send_time(tmp_path: Path) -> None:
     """A server that answers 10 req/s at most, offered 20 req/s by one user for 3 s: from the actual
     send each answer takes 100 ms; from the intended send time the backlog adds up to ~1.5 s."""

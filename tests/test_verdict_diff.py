@@ -125,6 +125,92 @@ def test_a_gateway_that_saturated_first_is_flagged() -> None:
     assert "measured the gateway" not in runverdict.markdown_block(gateway_run(0.76, 0.78, cpu=True))
 
 
+def test_a_via_gateway_pair_without_its_direct_pair_is_flagged_on_the_gateways_cpu() -> None:
+    saturated = {"saturated": "gateway", "why": "the gateway (one process) used 0.97 of a core"}
+    ts, tf = entry("m", "gateway-torchserve", [500, 501, 502], [20, 21, 22]), entry("m", "gateway-tfserving", [510, 511, 512], [20, 21, 22])
+    ts["bottleneck"] = saturated
+    g = row(runverdict.verdict(summary(ts, tf)), "via gateway")["gateway"]
+    assert g["flag"] is True and g["basis"] == "the gateway's CPU alone" and "0.97 of a core" in g["why"]
+    assert "measured the gateway, not the stacks" in runverdict.markdown_block(summary(ts, tf))
+    del ts["bottleneck"]
+    assert row(runverdict.verdict(summary(ts, tf)), "via gateway")["gateway"]["flag"] is False
+
+
+# --- a sweep run's verdict -------------------------------------------------------------------------
+
+
+def sweep_of(target: str, rps: list[float], gateway_cores: list[float] | None = None, users: tuple[int, ...] = (1, 2, 4, 8)) -> dict:
+    """One target's sweep as bench.summarise writes it: one run per step, each with its bottleneck."""
+    points = []
+    for i, (u, r) in enumerate(zip(users, rps)):
+        comps = {"stack": {"cores": 0.6, "machine_share": 0.3}, "load generator": {"cores": 0.2, "machine_share": 0.1}}
+        neck = {"saturated": None, "why": "nothing saturated"}
+        if gateway_cores is not None:
+            comps["gateway"] = {"cores": gateway_cores[i], "machine_share": gateway_cores[i] / 2}
+            if gateway_cores[i] >= 0.9:
+                neck = {"saturated": "gateway", "why": f"the gateway (one process) used {gateway_cores[i]:.2f} of a core"}
+        points.append({"users": u, "rate": 0.0, "rps": r, "p50_ms": 1000 * u / r / 2, "p99_ms": 2000 * u / r, "failures": 0,
+                       "latency_us": {"p50": 500_000 * u / r, "p99": 2_000_000 * u / r, "count": 100},
+                       "bottleneck": {"components": comps, **neck, "machine_share": 0.5}})
+    knee = {"index": len(points) - 1, "load": points[-1]["users"], "rps": points[-1]["rps"], "p50_ms": 1.0, "p99_ms": 2.0, "efficiency_after": None, "reached": False}
+    return {"model": "m", "target": target, "kind": "concurrency (closed loop)", "load_key": "users", "slo_p99_ms": 50.0, "points": points,
+            "stopped": "last step reached", "knee": knee, "via_gateway": target.startswith("gateway-"), "bottleneck": points[-1]["bottleneck"]}
+
+
+def sweep_run(*sweeps: dict) -> dict:
+    return {"results": [], "sweep": list(sweeps), "environment": {"tfserving_implementation": COMPAT, "machine": {"time": "t"}}, "config": {"profile": "sweep"}}
+
+
+def test_a_sweep_run_has_a_verdict_at_the_highest_step_in_common() -> None:
+    s = sweep_run(
+        sweep_of("torchserve", [100, 190, 360, 700]), sweep_of("tfserving", [120, 230, 450], users=(1, 2, 4)),  # TF stopped at 4
+        sweep_of("gateway-torchserve", [80, 150, 290, 500], [0.2, 0.4, 0.7, 0.8]), sweep_of("gateway-tfserving", [90, 170, 330, 560], [0.2, 0.4, 0.7, 0.8]),
+    )
+    rows = runverdict.verdict(s)
+    direct, via = row(rows, "direct"), row(rows, "via gateway")
+    assert direct["sweep"]["load"] == 4 and via["sweep"]["load"] == 4  # the highest step all four ran: the paths compare
+    assert direct["throughput"]["faster"] == "tfserving" and direct["throughput"]["factor"] == pytest.approx(450 / 360)
+    assert direct["throughput"]["significant"] is None and "one run per sweep step" in direct["throughput"]["claim"]
+    g = via["gateway"]
+    assert g["flag"] is False and "did not saturate at any step (at most 0.80 of a core)" in g["note"]
+    md = runverdict.markdown_block(s)
+    assert "No TorchServe/TF pair was measured" not in md and "direct at 4 users · throughput" in md
+    assert "TorchServe 360 vs TF-compat 450 req/s" in md  # one run a side: no [min–max] range
+    assert "knee: TorchServe not reached" in md and "measured the gateway" not in md
+    assert "at least 3 repetitions" not in md and "one run per step" in md  # the sweep's rule, not the repetitions'
+    assert "Verdict" in runverdict.html_block(s) and "did not saturate" in runverdict.html_block(s)
+
+
+def test_a_sweep_whose_gateway_saturated_at_any_step_is_flagged() -> None:
+    """The via-gateway points' own bottleneck decides, whichever step is compared: ratios that kept
+    the stacks' difference do not clear it."""
+    s = sweep_run(
+        sweep_of("torchserve", [100, 190, 360, 700]), sweep_of("tfserving", [120, 230, 450, 880]),
+        sweep_of("gateway-torchserve", [80, 150, 290, 560], [0.2, 0.4, 0.7, 0.95]), sweep_of("gateway-tfserving", [95, 180, 350, 690], [0.2, 0.4, 0.7, 0.85]),
+    )
+    g = row(runverdict.verdict(s), "via gateway")["gateway"]
+    assert g["flag"] is True and g["saturated"] == ["torchserve"]
+    assert "in front of TorchServe at 8 users (the gateway (one process) used 0.95 of a core)" in g["why"]
+    assert g["cpu"]["torchserve"]["cores"] == pytest.approx(0.95, abs=1e-3)  # the gateway's CPU per request from the step's cores
+    assert g["basis"].startswith("the gateway's CPU at every step")
+    md = runverdict.markdown_block(s)
+    assert "⚠ via gateway: **measured the gateway, not the stacks**" in md and "at 8 users" in md
+    # compressed ratios without a saturated gateway are only a note: one run a side
+    s = sweep_run(
+        sweep_of("torchserve", [100, 190, 360, 700]), sweep_of("tfserving", [130, 250, 470, 930]),
+        sweep_of("gateway-torchserve", [80, 150, 290, 560], [0.2, 0.4, 0.6, 0.7]), sweep_of("gateway-tfserving", [80, 150, 290, 570], [0.2, 0.4, 0.6, 0.7]),
+    )
+    g = row(runverdict.verdict(s), "via gateway")["gateway"]
+    assert g["compressed"] is True and g["flag"] is False and "a hint, not a finding" in g["note"]
+
+
+def test_a_sweep_through_the_gateway_alone_still_says_whether_the_gateway_saturated() -> None:
+    s = sweep_run(sweep_of("gateway-torchserve", [80, 150], [0.5, 0.93], users=(1, 2)), sweep_of("gateway-tfserving", [90, 170], [0.5, 0.6], users=(1, 2)))
+    (r,) = runverdict.verdict(s)
+    assert r["path"] == "via gateway" and r["gateway"]["flag"] is True and "at 2 users" in r["gateway"]["why"]
+    assert "measured the gateway, not the stacks" in runverdict.markdown_block(s)
+
+
 def test_the_tf_side_is_named_as_what_ran() -> None:
     pair = (entry("m", "torchserve", [1, 2, 3], [1, 2, 3]), entry("m", "tfserving", [4, 5, 6], [4, 5, 6]))
     compat = runverdict.markdown_block(summary(*pair))

@@ -229,6 +229,7 @@ def measure_overhead(args: argparse.Namespace, settings: StackSettings, urls: di
 
 
 def print_summary(summary: dict) -> None:
+    from loadtests import sweep
     from loadtests.report import fmt, results_table
 
     console.print(f"TF backend: [bold]{summary['environment']['tfserving_implementation']}[/bold]")
@@ -263,13 +264,9 @@ def print_summary(summary: dict) -> None:
                 f"via gateway / direct {ratio['gateway_vs_direct']:.3f} (goal within 10%)"
             )
     for r in summary.get("sweep", []):
-        k = r["knee"] or {}
-        if k:
-            console.print(
-                f"{r['model']} {r['target']} {r['kind']} sweep: knee at {k['load']:g} {'users' if r['load_key'] == 'users' else 'req/s offered'}, "
-                f"{k['rps']:.1f} req/s, p50 {k['p50_ms']} ms, p99 {k['p99_ms']} ms{'' if k['reached'] else ' (not reached)'}; stopped: {r['stopped']}; "
-                f"saturated: {(r.get('bottleneck') or {}).get('saturated') or 'none'}"
-            )
+        if r["knee"]:
+            knee = sweep.knee_text(r["knee"], r.get("points", []), r["load_key"], f", p50 {r['knee']['p50_ms']} ms, p99 {r['knee']['p99_ms']} ms")
+            console.print(f"{r['model']} {r['target']} {r['kind']} sweep: knee {knee}; stopped: {r['stopped']}; saturated: {(r.get('bottleneck') or {}).get('saturated') or 'none'}")
     for w in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
