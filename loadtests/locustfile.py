@@ -128,6 +128,7 @@ class _Latency:
             self.runner.register_message("twinserve_windows", self._start_from_master)
             self.runner.register_message("twinserve_flush", self._flush)
             events.report_to_master.add_listener(self._report)
+            events.test_stopping.add_listener(self._worker_stopping)
         else:
             events.spawning_complete.add_listener(self._spawned)
             events.test_stopping.add_listener(self._stopping)
@@ -171,6 +172,10 @@ class _Latency:
     def _stopping(self, **_: object) -> None:
         if self.t_stop is None:
             self.t_stop = time.time()
+        self.recorder.stop(self.t_stop)
+
+    def _worker_stopping(self, **_: object) -> None:
+        self.recorder.stop(time.time())  # told by the master: what completes while stopping is not measured
 
     def _covered(self, until: float) -> bool:
         """Whether every request completed before `until` has reached this recorder: at once in one
@@ -197,13 +202,14 @@ class _Latency:
             if verdict["stable"] or k == last:
                 self.decided = k
                 self.t_stop = time.time()
+                self.recorder.stop(self.t_stop)
                 self.ended = "stable" if verdict["stable"] else "maximum time"
                 self.runner.quit()
                 return
 
     def result(self) -> dict:
         rec, rule = self.recorder, self.rule
-        out: dict = {"mode": "stability" if self.max_s > 0 else "fixed", "rule": {**rule.as_dict(), "max_s": self.max_s or None}, "t0": rec.t0, "t_stop": self.t_stop, "ended": self.ended}
+        out: dict = {"mode": "stability" if self.max_s > 0 else "fixed", "rule": {**rule.as_dict(), "max_s": self.max_s or None}, "t0": rec.t0, "t_stop": self.t_stop, "ended": self.ended, "after_stop": rec.after_stop}
         total = rec.total()
         out["latency_us"] = total.latency_us()
         out["hdr"] = total.encode()

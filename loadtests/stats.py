@@ -131,24 +131,28 @@ def with_hdr(fig: RunFigures, data: dict, locust_times: dict[int, int]) -> None:
         setattr(fig, f"{key}_ms", lat[key] / 1000)
     fig.p999_ms = lat["p99.9"] / 1000
     fig.max_ms, fig.min_ms, fig.mean_ms = lat["max"] / 1000, lat["min"] / 1000, round(lat["mean"] / 1000, 4)
-    fig.latency_check = crosscheck(fig.locust_ms, fig.requests, locust_times, Window.decode(data["hdr"]))
+    fig.latency_check = crosscheck(fig.locust_ms, fig.requests, locust_times, Window.decode(data["hdr"]), data.get("after_stop", 0))
 
 
-def crosscheck(locust_ms: dict, n_locust: int, locust_times: dict[int, int], total: Window) -> list[str]:
+def crosscheck(locust_ms: dict, n_locust: int, locust_times: dict[int, int], total: Window, after_stop: int = 0) -> list[str]:
     """Where locust's percentiles and the HDR ones disagree beyond what locust's rounding explains.
 
     Locust reports the value at rank floor(n·q) (0-based) of its histogram, whose keys are response
     times rounded by `bucket_response_time` (whole ms below 100 ms, ...). So its figure must lie
     between the rounded HDR values at the neighbouring ranks (one rank either way, more when the
-    two counted a few requests apart, as a distributed run can around the statistics' reset)."""
+    two counted a few requests apart, as a distributed run can around the statistics' reset).
+
+    Locust also counts the `after_stop` requests that completed while its users stopped, which the
+    HDR histograms leave out (loadtests/latency.py `Recorder`): they may be anywhere in its order, so
+    its figure may lie that many ranks lower, and, at a rank beyond the HDR's count, anywhere above."""
     out: list[str] = []
     n = total.count
-    if abs(n - n_locust) > max(2, COUNT_SLACK * n_locust):
-        out.append(f"request counts differ: locust {n_locust}, HDR histograms {n}")
+    if abs(n + after_stop - n_locust) > max(2, COUNT_SLACK * n_locust):
+        out.append(f"request counts differ: locust {n_locust}, HDR histograms {n} (+ {after_stop} completed while stopping)")
     if not n or not n_locust or not locust_times:
         return out
     hist = total.hist
-    slack = 1 + abs(n - n_locust)
+    slack = 1 + abs(n + after_stop - n_locust)
 
     def at_rank(rank: int) -> int:  # the recorded value at 1-based rank `rank`
         rank = min(n, max(1, rank))
@@ -156,9 +160,11 @@ def crosscheck(locust_ms: dict, n_locust: int, locust_times: dict[int, int], tot
 
     for key, q in PERCENTILES.items():
         rank = int(n_locust * q) + 1
-        lo = hist.get_lowest_equivalent_value(at_rank(rank - slack))
+        lo = hist.get_lowest_equivalent_value(at_rank(rank - slack - after_stop))
         hi = hist.get_highest_equivalent_value(at_rank(rank + slack)) + 1
         lo_ms, hi_ms = bucket_response_time(lo / 1000), bucket_response_time(hi / 1000)
+        if after_stop and rank + slack > n:
+            hi_ms = math.inf  # a rank only the requests completed while stopping can fill
         theirs = locust_ms[f"{key}_ms"]
         if not lo_ms <= theirs <= hi_ms:
             out.append(f"{key}: locust {theirs:g} ms, HDR {hist.get_value_at_percentile(q * 100) / 1000:.3f} ms (locust's rounding allows {lo_ms:g}–{hi_ms:g} ms)")

@@ -24,8 +24,9 @@ def _listen(environment: Environment, **_: object) -> None:
     recorder = latency.recorder
 
     def on_request(response_time: float, **_: object) -> None:
-        # the recorder's own rule: counted from t0, the moment every user had spawned
-        if recorder.t0 is not None and time.time() >= recorder.t0:
+        # the recorder's own rule: counted from t0, the moment every user had spawned, until the stop
+        now = time.time()
+        if recorder.t0 is not None and now >= recorder.t0 and (recorder.t_stop is None or now <= recorder.t_stop):
             _times.append(response_time)
 
     environment.events.request.add_listener(on_request)
