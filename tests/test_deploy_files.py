@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services.tfserving.compat import textproto
 from services.tfserving.compat.batching import BatchingParameters
@@ -53,6 +55,29 @@ def test_compose_file_is_accepted() -> None:
     assert proc.returncode == 0, proc.stderr
     services = subprocess.run(["docker-compose", "--profile", "loadtest", "--profile", "monitoring", "config", "--services"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert set(services) == {"export", "torchserve", "tfserving", "gateway", "locust-master", "locust-worker", "prometheus"}
+
+
+def test_compose_stacks_can_be_scaled() -> None:
+    """`docker compose up --scale torchserve=N --scale tfserving=N` needs stacks without a fixed
+    container name or a published port, and a gateway that reaches each stack by its service name
+    (resolved to every replica's address); TORCHSERVE_REPLICAS / TFSERVING_REPLICAS set deploy.replicas."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for stack, port in (("torchserve", 8080), ("tfserving", 8501)):
+        service = services[stack]
+        assert "container_name" not in service and "ports" not in service and "hostname" not in service, stack
+        assert service["deploy"]["replicas"] == f"${{{stack.upper()}_REPLICAS:-1}}"
+        assert services["gateway"]["environment"][f"TWINSERVE_GATEWAY_{stack.upper()}_URL"] == f"http://{stack}:{port}"
+    assert services["gateway"]["environment"]["TWINSERVE_GATEWAY_TORCHSERVE_MANAGEMENT_URL"] == "http://torchserve:8081"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed (make compose-smoke installs it)")
+def test_compose_replica_knobs_render() -> None:
+    env = {**os.environ, "TORCHSERVE_REPLICAS": "2", "TFSERVING_REPLICAS": "3"}
+    proc = subprocess.run(["docker-compose", "config"], cwd=ROOT, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert services["torchserve"]["deploy"]["replicas"] == 2
+    assert services["tfserving"]["deploy"]["replicas"] == 3
 
 
 def test_package_version_is_one_number() -> None:

@@ -3,7 +3,10 @@
 # a private Docker engine, a local Debian base image, a wheelhouse served on loopback,
 # every image built, the stack up with the TF-Serving-compatible image in place of the
 # official one, predictions for every model through the gateway to both stacks, a short
-# locust load from the `loadtest` profile, then everything torn down.
+# locust load from the `loadtest` profile; then both stacks scaled to 2 replicas with
+# `docker-compose up --scale` (the gateway untouched: it finds them through Docker's DNS), every
+# replica shown serving, and a kill drill (one TorchServe replica `docker kill`ed under locust load,
+# no request lost, then `docker start`ed and serving again); then everything torn down.
 #
 #   bash services/docker/smoke.sh            (what `make compose-smoke` runs)
 # Environment: TWINSERVE_DOCKER_DIR (engine data, base image, wheelhouse; default /var/tmp/twinserve-docker),
@@ -113,5 +116,24 @@ LOCUST_DURATION=10s docker-compose --profile loadtest up --no-color --exit-code-
 after=$("$PY" -m loadtests.smoke --served "http://127.0.0.1:$PORT")
 echo "requests served through the gateway during the load: $((after - before))"
 [ $((after - before)) -gt 0 ] || { echo "the locust profile sent nothing"; exit 1; }
+
+log "several replicas per stack: docker-compose up --scale torchserve=2 --scale tfserving=2"
+gateway_started=$(docker inspect -f '{{.State.StartedAt}}' "$(docker-compose ps -q gateway)")
+docker-compose up -d --no-recreate --scale torchserve=2 --scale tfserving=2 2>&1 | tail -20
+docker-compose ps
+"$PY" -m loadtests.smoke ready "http://127.0.0.1:$PORT" --replicas 2
+[ "$(docker inspect -f '{{.State.StartedAt}}' "$(docker-compose ps -q gateway)")" = "$gateway_started" ] \
+  || { echo "FAIL the gateway was restarted by the scale-up"; exit 1; }
+echo "the gateway kept running (started $gateway_started): it found the new replicas by itself"
+
+log "every replica serves: requests to each stack, the split per replica from the gateway's metrics"
+"$PY" -m loadtests.smoke split "http://127.0.0.1:$PORT" --requests 300
+
+log "kill drill: locust through the gateway to TorchServe, one replica killed and started again"
+drill=0
+"$PY" -m loadtests.smoke drill "http://127.0.0.1:$PORT" --service torchserve || drill=$?
+echo "the gateway's log about replicas:"
+docker-compose logs --no-color gateway 2>&1 | grep -E 'replica' | tail -20 || true
+[ "$drill" -eq 0 ] || exit "$drill"
 
 log "compose smoke passed"
