@@ -289,7 +289,7 @@ def summarise_sweep(cfg: BenchConfig, raw: list[LocustRun]) -> list[dict]:
                 {
                     "model": model, "target": name, "kind": "rate (open loop)" if cfg.rates else "concurrency (closed loop)", "load_key": load_key,
                     "slo_p99_ms": cfg.slo_p99_ms, "points": points, "stopped": stopped or "last step reached",
-                    "knee": sweep.knee(points, load_key), "via_gateway": TARGETS[name].via_gateway,
+                    "knee": sweep.knee(points, load_key, slo_p99_ms=cfg.slo_p99_ms), "via_gateway": TARGETS[name].via_gateway,
                 }
             )
     return out

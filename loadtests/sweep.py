@@ -14,8 +14,11 @@ The knee (`knee`): the last step before the throughput gained per unit of load a
 `KNEE_EFFICIENCY` (one half) of proportional, i.e. the last step i-1 before the first step i with
 (rps_i / rps_{i-1} - 1) / (load_i / load_{i-1} - 1) < 0.5, load being users (concurrency sweep)
 or the offered request rate (rate sweep). Past it, adding load mostly adds queueing: latency grows
-faster than throughput. A sweep whose every step stayed proportional has its knee at its last step
-(marked "not reached").
+faster than throughput. A step whose p99 passed the objective also ends the search: the knee is the
+step before it (in an open-loop sweep throughput keeps up with the offered rate until the queue
+builds, so latency, not throughput, shows the knee: tabular's last rate step kept 92-98% of the
+offered rate while its p99 went from 22-30 ms to 161-341 ms). A sweep whose every step stayed
+proportional and within the objective has its knee at its last step (marked "not reached").
 
 The bottleneck (`bottleneck`): each component's CPU over the counted window, in cores (CPU seconds
 per second) and as a share of the machine's cores. Checked in this order, the first that holds named:
@@ -61,13 +64,15 @@ def stop_reason(points: list[dict], slo_p99_ms: float, min_growth: float = MIN_G
     return None
 
 
-def knee(points: list[dict], load_key: str, fraction: float = KNEE_EFFICIENCY) -> dict | None:
+def knee(points: list[dict], load_key: str, fraction: float = KNEE_EFFICIENCY, slo_p99_ms: float | None = None) -> dict | None:
     """The knee of a sweep (see the module docstring): {"index", "load", "rps", "p50_ms", "p99_ms",
     "efficiency" (of the step after it, None if none), "reached"}; None for no point."""
     if not points:
         return None
     for i in range(1, len(points)):
         a, b = points[i - 1], points[i]
+        if slo_p99_ms is not None and (b.get("p99_ms") or 0) > slo_p99_ms >= (a.get("p99_ms") or 0):
+            return _knee_point(points, i - 1, load_key, None, True)
         if a["rps"] <= 0 or b[load_key] <= a[load_key]:
             continue
         eff = (b["rps"] / a["rps"] - 1) / (b[load_key] / a[load_key] - 1)

@@ -199,3 +199,13 @@ def test_the_cli_takes_a_rate_sweep_and_refuses_bad_rates(tmp_path: Path) -> Non
     cmd = [sys.executable, "-m", "twinserve.cli", "bench", "--profile", "sweep", "--rates", "100,x", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "--rates" in proc.stderr
+
+
+def test_an_open_loop_sweep_finds_its_knee_where_p99_passes_the_objective() -> None:
+    """Throughput keeps up with the offered rate while the queue builds: latency shows the knee."""
+    from loadtests import sweep as sw
+
+    points = [{"rate": r, "rps": 0.98 * r, "p99_ms": p99} for r, p99 in ((100, 15.0), (400, 21.0), (800, 30.0), (1600, 211.0))]
+    k = sw.knee(points, "rate", slo_p99_ms=100)
+    assert k is not None and k["load"] == 800 and k["reached"]
+    assert not sw.knee(points, "rate")["reached"]  # on throughput alone the knee is never reached
