@@ -49,6 +49,7 @@ class RunFigures:
     locust_ms: dict = field(default_factory=dict)
     stability: dict | None = None
     latency_check: list[str] = field(default_factory=list)
+    after_stop: int = 0  # requests locust counted that completed while it stopped: not in the HDR figures
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -131,7 +132,8 @@ def with_hdr(fig: RunFigures, data: dict, locust_times: dict[int, int]) -> None:
         setattr(fig, f"{key}_ms", lat[key] / 1000)
     fig.p999_ms = lat["p99.9"] / 1000
     fig.max_ms, fig.min_ms, fig.mean_ms = lat["max"] / 1000, lat["min"] / 1000, round(lat["mean"] / 1000, 4)
-    fig.latency_check = crosscheck(fig.locust_ms, fig.requests, locust_times, Window.decode(data["hdr"]), data.get("after_stop", 0))
+    fig.after_stop = data.get("after_stop", 0)
+    fig.latency_check = crosscheck(fig.locust_ms, fig.requests, locust_times, Window.decode(data["hdr"]), fig.after_stop)
 
 
 def crosscheck(locust_ms: dict, n_locust: int, locust_times: dict[int, int], total: Window, after_stop: int = 0) -> list[str]:
