@@ -1,8 +1,8 @@
-"""Train or seed each zoo model, write the TorchServe archive and the SavedModel, prove parity.
+"""Train or seed each zoo model, write the TorchServe archive, the SavedModel and the ONNX file, prove parity.
 
 Parity is measured on the artifacts as written (the .mar unpacked and loaded by
-the handler's own loader, the SavedModel loaded by TensorFlow), never on the
-in-memory models, so a fault in packaging is caught as surely as one in the
+the handler's own loader, the SavedModel loaded by TensorFlow, model.onnx run by
+ONNX Runtime), never on the in-memory models, so a fault in packaging is caught as surely as one in the
 weight mapping. A second run with nothing changed is a cache hit: the manifest's
 fingerprint covers every source file and version that shapes an artifact.
 """
@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from models import onnx as onnx_export
 from models import samples
 from models.spec import ModelSpec, get_spec
 
@@ -35,7 +36,7 @@ HANDLER = ROOT / "services" / "torchserve" / "handler.py"
 DEFAULT_SEED = samples.DEFAULT_SEED
 PARITY_ROWS = 512
 ACCURACY_FLOOR = {"digits": 0.95, "tabular": 0.90}
-SOURCES = ["models/spec.py", "models/samples.py", "models/explain.py", "models/training.py", "models/tfops.py", "models/mapping.py", "models/export.py", "services/torchserve/handler.py"]
+SOURCES = ["models/spec.py", "models/samples.py", "models/explain.py", "models/training.py", "models/tfops.py", "models/mapping.py", "models/export.py", "models/onnx.py", "services/torchserve/handler.py"]
 
 
 class ExportError(RuntimeError):
@@ -67,6 +68,15 @@ class Artifacts:
         return self.tf_base / str(self.version)
 
     @property
+    def onnx(self) -> Path:
+        """The ONNX Runtime stack's folder: model.onnx and a copy of spec.json."""
+        return self.build / "onnx" / self.name
+
+    @property
+    def onnx_model(self) -> Path:
+        return self.onnx / onnx_export.FILE
+
+    @property
     def weights(self) -> Path:
         return self.work / "weights.pt"
 
@@ -83,7 +93,17 @@ class Artifacts:
         return self.work / "manifest.json"
 
     def complete(self) -> bool:
-        return all(p.exists() for p in (self.mar, self.savedmodel / "saved_model.pb", self.parity, self.manifest))
+        """Every artifact present, model.onnx included when the manifest says the model has one; a
+        manifest from before the ONNX export (no "onnx" entry) is incomplete, so it is rebuilt."""
+        if not all(p.exists() for p in (self.mar, self.savedmodel / "saved_model.pb", self.parity, self.manifest)):
+            return False
+        try:
+            onnx = json.loads(self.manifest.read_text()).get("onnx")
+        except (OSError, ValueError, AttributeError):
+            return False
+        if not isinstance(onnx, dict):
+            return False
+        return not onnx.get("exported") or (self.onnx_model.is_file() and (self.onnx / "spec.json").is_file())
 
 
 def zoo_module(name: str) -> Any:
@@ -106,7 +126,7 @@ def fingerprint(spec: ModelSpec, seed: int) -> str:
         digest.update(str(path).encode())
         digest.update(f"{stat.st_mtime_ns}:{stat.st_size}".encode())
     digest.update(json.dumps({k: v for k, v in spec.to_dict().items() if k != "base"}, sort_keys=True).encode())
-    for dist in ("torch", "tensorflow", "torch-model-archiver", "numpy", "scikit-learn", "pillow"):
+    for dist in ("torch", "tensorflow", "torch-model-archiver", "numpy", "scikit-learn", "pillow", "onnx", "onnxscript", "onnxruntime"):
         digest.update(f"{dist}={metadata.version(dist)}".encode())
     digest.update(str(seed).encode())
     return digest.hexdigest()
@@ -304,6 +324,8 @@ def batched(fn: Callable[[Any], Any], x: Any, size: int = 64) -> Any:
 
 
 def measure_parity(spec: ModelSpec, art: Artifacts, seed: int, torch_loader: Callable = load_torch_from_mar) -> tuple[Any, dict]:
+    """The SavedModel against the archive (the result returned), and model.onnx against the archive
+    when one is staged (report["onnx"]; onnx_export.check gates it), on the same inputs."""
     from models import parity
 
     x, y, x_test, y_test = parity_inputs(spec, seed)
@@ -314,6 +336,9 @@ def measure_parity(spec: ModelSpec, art: Artifacts, seed: int, torch_loader: Cal
     tf_out = batched(load_savedmodel(art.savedmodel, spec), inputs)
     result = parity.compare_outputs(spec, torch_out, tf_out)
     report: dict[str, Any] = {"model": spec.name, "synthetic": spec.synthetic, **result.as_dict()}
+    onnx_out = None
+    if art.onnx_model.is_file():
+        _, onnx_out, report["onnx"] = onnx_export.measure(spec, art.onnx_model, inputs, torch_out, tf_out)
     if y is not None:
         torch_probs, tf_probs = torch_out[spec.output_name], tf_out[spec.output_name]
         n_train = len(y) - len(x_test)
@@ -323,7 +348,25 @@ def measure_parity(spec: ModelSpec, art: Artifacts, seed: int, torch_loader: Cal
             "torchserve_export": float((torch_probs[n_train:].argmax(-1) == y_test).mean()),
             "tensorflow_export": float((tf_probs[n_train:].argmax(-1) == y_test).mean()),
         }
+        if onnx_out is not None:
+            report["accuracy"]["onnx_export"] = float((onnx_out[spec.output_name][n_train:].argmax(-1) == y_test).mean())
     return result, report
+
+
+def build_onnx(spec: ModelSpec, stage: Artifacts) -> dict:
+    """The archive's model, loaded by the handler's own loader, exported to stage.onnx with a copy
+    of spec.json beside it; the manifest's "onnx" entry. An imported model that cannot be exported
+    is recorded with the reason (and no onnx folder); a zoo model must export."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_torch_model_from_mar(stage.mar, Path(tmp))
+        info = onnx_export.export(spec, model, stage.onnx)
+    if not info["exported"]:
+        shutil.rmtree(stage.onnx, ignore_errors=True)
+        if spec.zoo:
+            raise ExportError(f"{spec.name}: the zoo's models must export to ONNX: {info['reason']}")
+        return info
+    shutil.copyfile(stage.spec_json, stage.onnx / "spec.json")
+    return {**info, "path": str(stage.onnx_model.relative_to(stage.build))}
 
 
 def build_zoo(spec: ModelSpec, art: Artifacts, seed: int) -> dict:
@@ -392,13 +435,19 @@ def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEE
         training = build_zoo(spec, stage, seed) if spec.zoo else pack_imported(spec, stage)
         writer = savedmodel_writer(stage.savedmodel)  # the zoo's: this TensorFlow (tf.__version__); yours: whichever saved it
         check_writer(name, writer)
+        onnx = build_onnx(spec, stage)
         result, report = measure_parity(spec, stage, seed)
         report["savedmodel_written_by"] = writer
+        if onnx["exported"]:
+            report["onnx"].update(exporter=onnx["exporter"], export_seconds=onnx["seconds"])
+        else:
+            report["onnx"] = onnx
         stage.parity.write_text(json.dumps(report, indent=2))
         parity.check(result, name)
+        onnx_export.check(report["onnx"], name)
         floor = ACCURACY_FLOOR.get(name) if spec.zoo else None
         if floor is not None:
-            worst = min(report["accuracy"]["torchserve_export"], report["accuracy"]["tensorflow_export"])
+            worst = min(report["accuracy"][k] for k in ("torchserve_export", "tensorflow_export", "onnx_export") if k in report["accuracy"])
             if worst < floor:
                 raise ExportError(f"{name}: held-out accuracy {worst:.4f} is below the floor {floor}")
         manifest = {
@@ -409,9 +458,16 @@ def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEE
             "training": training,
             "parity": report,
             # tensorflow: the one that ran this export; savedmodel_tensorflow: the one that wrote the SavedModel
-            "versions": {"torch": metadata.version("torch"), "tensorflow": metadata.version("tensorflow"), "savedmodel_tensorflow": writer["tensorflow"]},
+            "versions": {
+                "torch": metadata.version("torch"),
+                "tensorflow": metadata.version("tensorflow"),
+                "savedmodel_tensorflow": writer["tensorflow"],
+                **({"onnx": metadata.version("onnx"), "onnxscript": metadata.version("onnxscript"), "onnxruntime": metadata.version("onnxruntime")} if onnx["exported"] else {}),
+            },
             "mar": str(art.mar.relative_to(build)),
             "savedmodel": str(art.savedmodel.relative_to(build)),
+            # exported: exporter, opset, the graph's input, path, bytes, seconds; or not: the reason
+            "onnx": onnx,
             "seconds": round(time.perf_counter() - started, 2),
         }
         stage.manifest.write_text(json.dumps(manifest, indent=2))
@@ -422,11 +478,15 @@ def export_model(name: str, build: Path = DEFAULT_BUILD, seed: int = DEFAULT_SEE
 
 
 def install(stage: Artifacts, art: Artifacts) -> None:
-    """Move a staged model into the store: its work folder, archive and SavedModel version. The old
-    manifest.json goes first, so a crash half-way leaves a model that is rebuilt, never one that
-    looks complete with mismatched artifacts."""
+    """Move a staged model into the store: its work folder, archive, SavedModel version and ONNX
+    folder (an old ONNX folder is removed when the model no longer exports). The old manifest.json
+    goes first, so a crash half-way leaves a model that is rebuilt, never one that looks complete
+    with mismatched artifacts."""
     art.manifest.unlink(missing_ok=True)
-    for src, dst in ((stage.savedmodel, art.savedmodel), (stage.mar, art.mar), (stage.work, art.work)):  # the work folder (manifest.json) last: it marks the model complete
+    if not stage.onnx.exists():
+        shutil.rmtree(art.onnx, ignore_errors=True)
+    moves = [(stage.savedmodel, art.savedmodel), (stage.mar, art.mar), *([(stage.onnx, art.onnx)] if stage.onnx.exists() else []), (stage.work, art.work)]
+    for src, dst in moves:  # the work folder (manifest.json) last: it marks the model complete
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.is_dir():
             shutil.rmtree(dst)

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT / "twinserve.toml"
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")  # used with fullmatch
-RESERVED = frozenset({"model-store", "tfserving", "imports"})  # folders of the model store and the manifest's
+RESERVED = frozenset({"model-store", "tfserving", "onnx", "imports"})  # folders of the model store and the manifest's
 
 # manifest dtype -> (numpy dtype name, KServe V2 datatype, TensorFlow dtype name)
 DTYPES: dict[str, tuple[str, str, str]] = {

@@ -173,18 +173,20 @@ class JpegClassifier(MobileNetV2):
 
     def preprocess(self, images: Iterable[Any]) -> torch.Tensor:
         """Encoded images -> float32 NHWC (N, 224, 224, 3), normalised."""
-        resized = []
-        for i, data in enumerate(images):
-            pixels = _decode(data, i)
-            x = pixels.permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255.0  # (1, 3, H, W) in [0, 1]
-            x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=False)
-            resized.append(x.permute(0, 2, 3, 1))
-        if not resized:
+        prepared = [self.prepare(_decode(data, i)) for i, data in enumerate(images)]
+        if not prepared:
             return torch.empty((0, SIZE, SIZE, 3), dtype=torch.float32)
-        x = torch.cat(resized)
+        return torch.cat(prepared).contiguous()
+
+    def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
+        """One decoded image, (H, W, 3) uint8 -> float32 NHWC (1, 224, 224, 3), normalised: the
+        tensor part of preprocess, apart so the ONNX export (models/onnx.py) traces this very code
+        (ONNX has no image decoder: its graph takes the decoded pixels)."""
+        x = pixels.permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255.0  # (1, 3, H, W) in [0, 1]
+        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=False)
         mean = torch.tensor(MEAN, dtype=torch.float32)
         std = torch.tensor(STD, dtype=torch.float32)
-        return ((x - mean) / std).contiguous()
+        return (x.permute(0, 2, 3, 1) - mean) / std
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 NHWC (N, 224, 224, 3), preprocessed -> (N, 1000) logits."""
