@@ -3,10 +3,14 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The third stack (KServe's model server running ONNX Runtime) has its own environment: kserve 0.21
+# pins psutil<6 and protobuf 6, the project psutil 7 and protobuf 7. Neither pin is loosened.
+KVENV  := .venv-kserve
+KSTAMP := $(KVENV)/.installed-$(shell cat services/kserve/requirements.txt | sha1sum | cut -c1-12)
 
 .PHONY: setup python java nginx chromium export test demo up down status bench compose-smoke clean
 
-setup: python java nginx $(STAMP)
+setup: python java nginx $(STAMP) $(KSTAMP)
 
 # Python 3.11 able to make a venv (Debian splits venv/ensurepip into python3.11-venv).
 python:
@@ -29,6 +33,12 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(KSTAMP): services/kserve/requirements.txt
+	@test -x $(KVENV)/bin/python || $(PYTHON) -m venv $(KVENV)
+	$(KVENV)/bin/python -m pip install --quiet -r services/kserve/requirements.txt
+	@rm -f $(KVENV)/.installed-*
 	@touch $@
 
 export: setup
