@@ -70,7 +70,7 @@ class DataPlane:
         # failover (and mirror) order: the others, starting after the one that failed
         self.fallbacks = {n: self.names[i + 1:] + self.names[:i] for i, n in enumerate(self.names)}
         weights = settings.weight_map  # names checked against the registry in gateway.backends.create
-        shares = [max(0.0, weights.get(n, 0.0)) for n in self.names]
+        shares = [max(0.0, weights.get(n, 0.0)) if weights else 1.0 for n in self.names]  # none given: an equal split
         total = sum(shares) or 1.0
         self.cumulative = list(itertools.accumulate(w / total for w in shares))
         self.background: set[asyncio.Task] = set()
@@ -123,10 +123,11 @@ class DataPlane:
                 breaker.probing = False  # else the half-open circuit would wait for a probe that never ends
             raise
         except BackendError as exc:
-            if exc.kind in ("rejected", "overloaded"):
+            if exc.kind in ("rejected", "overloaded", "unimplemented"):
                 breaker.success()  # the stack answered: it is alive
                 status = 429 if exc.kind == "overloaded" else (exc.status or 400)
-                raise GatewayError(status, "backend_rejected" if status != 429 else "overloaded", exc.message, name) from None
+                kind = {"overloaded": "overloaded", "unimplemented": "not_implemented"}.get(exc.kind, "backend_rejected")
+                raise GatewayError(status, kind, exc.message, name) from None
             before = breaker.state
             breaker.failure()
             if breaker.state != before:
@@ -149,11 +150,12 @@ class DataPlane:
         return result
 
     async def with_failover(self, primary: str, model: str, request_id: str, op: Callable[[Backend], Awaitable[T]]) -> tuple[T, str | None]:
-        """Run op on the primary; on a 5xx-class failure (and failover on), on the next backends in turn."""
+        """Run op on the primary; on a 5xx-class failure (and failover on), on the next backends in turn.
+        A 501 is no failure but what the stack cannot do (explanations from ONNX Runtime): said, not hidden."""
         try:
             return await self.guarded(primary, op), None
         except GatewayError as exc:
-            if not self.settings.failover or exc.status < 500 or not self.fallbacks[primary]:
+            if not self.settings.failover or exc.status < 500 or exc.status == 501 or not self.fallbacks[primary]:
                 raise
             first, failures = exc, []
         for fallback in self.fallbacks[primary]:
@@ -192,16 +194,18 @@ class DataPlane:
         return await self.with_failover(self.choose(override), inf.spec.name, request_id, lambda b: b.explain(inf.spec, inf.rows, targets, request_id))
 
     async def explain_compare(self, inf: Inference, targets: list[int], request_id: str) -> dict:
-        """Every stack's attributions for the same rows, their largest difference and, per row, their
-        lowest correlation over the pairs of stacks."""
+        """Every explaining stack's attributions for the same rows, their largest difference and, per row,
+        their lowest correlation over the pairs of stacks (a stack answering 501 explains nothing: left out)."""
         results = await asyncio.gather(*(self.guarded(n, lambda b: b.explain(inf.spec, inf.rows, targets, request_id)) for n in self.names), return_exceptions=True)
         for res in results:
             if isinstance(res, BaseException) and not isinstance(res, GatewayError):
                 raise res
-        failed = [r for r in results if isinstance(r, GatewayError)]
+        failed = [r for r in results if isinstance(r, GatewayError) and r.status != 501]  # 501: a stack that explains nothing
         if failed:
             raise failed[0]
-        explanations: list[Explanation] = results  # type: ignore[assignment]
+        explanations: list[Explanation] = [r for r in results if isinstance(r, Explanation)]
+        if not explanations:
+            raise next(r for r in results if isinstance(r, GatewayError))
         flat = [e.attributions.reshape(len(e.attributions), -1) for e in explanations]
         pairs = list(itertools.combinations(flat, 2))
         corr = [min((row_correlation(x[i], y[i]) for x, y in pairs), default=1.0) for i in range(len(inf.rows))]

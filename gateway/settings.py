@@ -23,11 +23,12 @@ class GatewaySettings(BaseSettings):
     torchserve_token: str = Field("", description="TorchServe inference key, when its token authorisation is on")
     torchserve_key_file: str = Field("", description="TorchServe's key_file.json: the gateway reads the inference and management keys from it")
     tfserving_url: str = Field("http://127.0.0.1:8501", description="TF Serving's REST API: one URL or a comma-separated list, resolved like torchserve_url")
+    kserve_url: str = Field("http://127.0.0.1:8090", description="KServe's model server (ONNX Runtime, the third stack): its REST API, one URL or a comma-separated list, resolved like torchserve_url")
     resolve_interval_s: float = Field(5.0, ge=0.0, description="how often the stacks' host names are re-resolved to their replicas' addresses (Docker's and Kubernetes' DNS); 0 resolves once at start")
-    backends: str = Field("torchserve,tfserving", description="comma-separated backends to enable, from the registry (gateway/backends/); their order is the failover order")
+    backends: str = Field("torchserve,tfserving,kserve", description="comma-separated backends to enable, from the registry (gateway/backends/); their order is the failover order")
     routing: Literal["fixed", "weighted", "mirror"] = "fixed"
     primary: str = Field("torchserve", description="the backend that serves under fixed and mirror routing (one of the enabled backends)")
-    weights: str = Field("torchserve=50,tfserving=50", description="weighted split, e.g. torchserve=90,tfserving=10")
+    weights: str = Field("", description="weighted split, e.g. torchserve=90,tfserving=10 (a backend left out gets none); empty: an equal split over the enabled backends")
     failover: bool = Field(True, description="serve from the other stack when the chosen one fails")
     timeout_s: float = Field(10.0, description="bound on one upstream call, connect included")
     connect_timeout_s: float = 1.0

@@ -15,12 +15,20 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 
 
+def backends(urls: dict) -> dict[str, str]:
+    """Gateway settings pointing every stack's adapter at the session's stack (the `urls` fixture)."""
+    return {"torchserve_url": urls["torchserve"], "torchserve_management_url": urls["management"], "tfserving_url": urls["tfserving"], "kserve_url": urls["kserve"]}
+
+
 @contextmanager
 def running_gateway(**settings: object) -> Iterator[str]:
     """A real uvicorn serving the real gateway app, with the given settings, in a thread. Its gRPC port
     is off unless a test gives one (grpc_port=free_port()), so gateways in tests never take 8001."""
     port = free_port()
     settings.setdefault("grpc_port", 0)
+    # the KServe stack joins only where a test says where it is (backends(urls) does): else the
+    # default URL would point at whatever listens on 8090 (a developer's own `twinserve up`)
+    settings.setdefault("backends", "torchserve,tfserving,kserve" if "kserve_url" in settings else "torchserve,tfserving")
     app = create_app(GatewaySettings(port=port, **settings))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 from conftest import free_port
-from gatewayutil import running_gateway
+from gatewayutil import backends, running_gateway
 
 from gateway.backends import REGISTRY, register
 from gateway.backends.base import UpstreamResult
@@ -43,9 +43,6 @@ def extra_adapters():  # type: ignore[no-untyped-def]
     for cls in (Replica, Broken):
         REGISTRY.pop(cls.name, None)
 
-
-def backends(urls: dict) -> dict[str, str]:
-    return {"torchserve_url": urls["torchserve"], "torchserve_management_url": urls["management"], "tfserving_url": urls["tfserving"]}
 
 
 def rows(samples: dict, n: int = 3) -> bytes:

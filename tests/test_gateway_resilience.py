@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import orjson
 from conftest import stack_settings
-from gatewayutil import answering_backend, dead_url, hanging_backend, running_gateway
+from gatewayutil import answering_backend, backends, dead_url, hanging_backend, running_gateway
 
 from twinserve.supervisor import Supervisor
 
@@ -17,9 +17,6 @@ from twinserve.supervisor import Supervisor
 def body(samples: dict, model: str = "tabular", rows: int = 1) -> bytes:
     return orjson.dumps({"instances": samples[model][0][:rows]}, option=orjson.OPT_SERIALIZE_NUMPY)
 
-
-def backends(urls: dict) -> dict[str, str]:
-    return {"torchserve_url": urls["torchserve"], "torchserve_management_url": urls["management"], "tfserving_url": urls["tfserving"]}
 
 
 def mirror_count(g: str, result: str) -> float:
@@ -87,7 +84,7 @@ def test_hanging_backend_fails_over(urls: dict, samples: dict) -> None:
     with hanging_backend() as stuck, running_gateway(**{**backends(urls), "tfserving_url": stuck}, primary="tfserving", failover=True, timeout_s=1.0) as g:
         r = httpx.post(f"{g}/v1/models/tabular:predict", content=body(samples), timeout=30)
     assert r.status_code == 200
-    assert r.headers["x-backend"] == "torchserve" and r.headers["x-failover-from"] == "tfserving"
+    assert r.headers["x-backend"] == "kserve" and r.headers["x-failover-from"] == "tfserving"  # the next in the failover order
 
 
 def test_concurrency_limit_answers_429_with_retry_after(urls: dict, samples: dict) -> None:
@@ -130,7 +127,7 @@ def test_failover_when_a_stack_stops_mid_run_and_the_breaker_cycles(urls: dict, 
                 sup.stop(["tfserving"])
                 during = [send() for _ in range(10)]
                 assert all(r.status_code == 200 for r in during), [r.text for r in during if r.status_code != 200]
-                assert all(r.headers["x-backend"] == "torchserve" and r.headers["x-failover-from"] == "tfserving" for r in during)
+                assert all(r.headers["x-backend"] == "kserve" and r.headers["x-failover-from"] == "tfserving" for r in during)  # the next in order
                 assert client.get(f"{g}/readyz").json()["circuits"]["tfserving"] == "open"
 
                 sup.start([launcher.launch(tf_settings, tf_settings.run_dir)], timeout=120)
@@ -139,7 +136,7 @@ def test_failover_when_a_stack_stops_mid_run_and_the_breaker_cycles(urls: dict, 
                 assert all(r.status_code == 200 and r.headers["x-backend"] == "tfserving" for r in after)
                 assert client.get(f"{g}/readyz").json()["circuits"]["tfserving"] == "closed"
                 metrics = client.get(f"{g}/metrics").text
-                assert 'twinserve_gateway_failovers_total{from_backend="tfserving",model="tabular",to_backend="torchserve"}' in metrics
+                assert 'twinserve_gateway_failovers_total{from_backend="tfserving",model="tabular",to_backend="kserve"}' in metrics
     finally:
         sup.stop()
 

@@ -460,4 +460,4 @@ def test_the_compose_smoke_client_agrees_over_rest_and_grpc(urls: dict, own_mode
 
     run = subprocess.run([sys.executable, "-m", "loadtests.smoke", urls["gateway"], "--grpc", urls["gateway_grpc"]], capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("gRPC via") == 2 * 4, run.stdout  # the four row models, both stacks (mobilenet's bytes skipped)
+    assert run.stdout.count("gRPC via") == 3 * 4, run.stdout  # the four row models, the three stacks (mobilenet's bytes skipped)

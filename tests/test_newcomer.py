@@ -15,15 +15,12 @@ import orjson
 import psutil
 import pytest
 from conftest import free_port
-from gatewayutil import dead_url, running_gateway
+from gatewayutil import backends, dead_url, running_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = b",".join([b"1.5"] * 29)
 SPELLINGS = [b"NaN", b"Infinity", b"-Infinity", b"1e999"]
 
-
-def backends(urls: dict) -> dict[str, str]:
-    return {"torchserve_url": urls["torchserve"], "torchserve_management_url": urls["management"], "tfserving_url": urls["tfserving"]}
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)

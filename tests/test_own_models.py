@@ -87,9 +87,10 @@ def test_metadata_and_compare_describe_the_model(urls: dict, rows: tuple) -> Non
     assert {o["name"] for o in meta["outputs"]} == {"hidden", "scores"}
     listed = {m["name"]: m for m in httpx.get(f"{g}/v1/models", timeout=10).json()["models"]}
     assert listed[OWN_MODEL]["inputs"][1] == {"name": "tokens", "dtype": "int64", "shape": [3]}
-    assert listed[OWN_MODEL]["backends"] == {"torchserve": "READY", "tfserving": "READY"}
+    assert listed[OWN_MODEL]["backends"] == {"torchserve": "READY", "tfserving": "READY", "kserve": "READY"}
     features, tokens = rows
     cmp = httpx.post(f"{g}/v1/models/{OWN_MODEL}:compare", json={"inputs": {"features": features.tolist(), "tokens": tokens.tolist()}}, timeout=30).json()
+    assert set(cmp["results"]) == {"torchserve", "tfserving", "kserve"}  # your model's ONNX export, served by the third stack
     assert cmp["max_abs_diff"] <= 1e-4 and cmp["classes_agree"] is None
     r = httpx.post(f"{g}/v1/models/{OWN_MODEL}:explain", json={"inputs": {"features": features.tolist(), "tokens": tokens.tolist()}}, timeout=30)
     assert r.status_code == 501 and "no explanation" in r.json()["error"]
@@ -129,7 +130,7 @@ def test_a_short_bench_reports_the_model(stack, urls: dict, tmp_path: Path) -> N
     from twinserve.supervisor import Supervisor
 
     cfg = bench.BenchConfig(
-        models=[OWN_MODEL], targets=list(COMPARISON), urls={k: urls[k] for k in ("torchserve", "tfserving", "gateway")},
+        models=[OWN_MODEL], targets=list(COMPARISON), urls={k: urls[k] for k in ("torchserve", "tfserving", "kserve", "gateway")},
         out=tmp_path, users=2, spawn_rate=2, duration_s=2, warmup_s=1, repetitions=1,
     )
     pgids = {n: s.pgid for n, s in Supervisor(stack.run_dir).running().items()}
@@ -220,8 +221,8 @@ BASE_ENTRY = 'pytorch = { format = "torchscript", weights = "m.pt" }\ntensorflow
 @pytest.mark.parametrize(
     "name, extra, fragment",
     [
-        ("model-store", "", "not imports, model-store, tfserving"),
-        ("tfserving", "", "not imports, model-store, tfserving"),
+        ("model-store", "", "not imports, model-store, onnx, tfserving"),
+        ("tfserving", "", "not imports, model-store, onnx, tfserving"),
         ("9lives", "", "starting with a letter"),
         ("mine", "explainable = \"false\"\n", "'explainable' must be true or false"),
         ("mine", "max_batch = 65\n", "'max_batch' is at most 64"),

@@ -77,7 +77,7 @@ def test_model_metadata_and_configuration(client) -> None:  # type: ignore[no-un
     assert config["name"] == OWN_MODEL and config["max_batch_size"] == 64 and config["platform"] == meta["platform"]
     assert config["input"] == [{"name": "features", "data_type": "TYPE_FP32", "dims": [4]}, {"name": "tokens", "data_type": "TYPE_INT64", "dims": [3]}]
     assert {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]} == {"hidden": ("TYPE_FP32", [8]), "scores": ("TYPE_FP32", [3])}
-    assert config["parameters"]["backends"]["string_value"] == "torchserve,tfserving"
+    assert config["parameters"]["backends"]["string_value"] == "torchserve,tfserving,kserve"
 
     image = client.get_model_config("mobilenet")  # one JPEG per instance: a scalar BYTES, as Triton writes it
     assert image["max_batch_size"] == 16

@@ -1,8 +1,8 @@
 """The backend registry: one adapter per serving stack, looked up by name.
 
 The data plane knows backends only through this registry, so a third stack is one adapter
-module (a `Backend` subclass decorated with `register`) plus its settings; nothing above it
-names a stack.
+module (a `Backend` subclass decorated with `register`, naming its URL setting in `url_field`)
+plus that setting; nothing above it names a stack.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from gateway.replicas import parse_sources
 from gateway.settings import GatewaySettings
 
 # importing the adapters registers them
-from gateway.backends import tfserving as _tfserving, torchserve as _torchserve  # noqa: E402,F401
+from gateway.backends import kserve as _kserve, tfserving as _tfserving, torchserve as _torchserve  # noqa: E402,F401
 
 __all__ = ["REGISTRY", "Backend", "BackendError", "check", "create", "register"]
 
@@ -27,9 +27,11 @@ def check(settings: GatewaySettings) -> None:
         unknown = [n for n in given if n not in REGISTRY]
         if unknown:
             raise ValueError(f"{variable} names unknown backend(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
-    for variable, urls in (("TWINSERVE_GATEWAY_TORCHSERVE_URL", settings.torchserve_url), ("TWINSERVE_GATEWAY_TFSERVING_URL", settings.tfserving_url)):
+    for name in names:
+        field = REGISTRY[name].url_field
+        variable = f"TWINSERVE_GATEWAY_{field.upper()}"
         try:
-            parse_sources(urls, variable)
+            parse_sources(getattr(settings, field), variable)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
     if settings.primary not in names:

@@ -49,7 +49,8 @@ def malformed(backend: str, what: str) -> "BackendError":
 
 
 class BackendError(Exception):
-    """kind: unavailable (cannot connect), timeout, bad_gateway (5xx or garbage), rejected (4xx), overloaded (429)."""
+    """kind: unavailable (cannot connect), timeout, bad_gateway (5xx or garbage), rejected (4xx), overloaded (429),
+    unimplemented (the stack cannot do this at all: 501)."""
 
     def __init__(self, backend: str, kind: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -87,6 +88,7 @@ def register(cls: type["Backend"]) -> type["Backend"]:
 
 class Backend(ABC):
     name: str
+    url_field: str  # the GatewaySettings field holding the stack's URL(s), e.g. "tfserving_url"
     implementation: str = "unknown"  # what actually serves (e.g. the real binary or a compatible server)
 
     def __init__(self, settings: GatewaySettings, urls: str) -> None:

@@ -15,6 +15,7 @@ from gateway.settings import GatewaySettings
 @register
 class TFServingBackend(Backend):
     name = "tfserving"
+    url_field = "tfserving_url"
 
     def __init__(self, settings: GatewaySettings) -> None:
         super().__init__(settings, settings.tfserving_url)

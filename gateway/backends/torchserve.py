@@ -18,6 +18,7 @@ from gateway.settings import GatewaySettings
 @register
 class TorchServeBackend(Backend):
     name = "torchserve"
+    url_field = "torchserve_url"
     implementation = "TorchServe"
 
     def __init__(self, settings: GatewaySettings) -> None:
