@@ -286,12 +286,22 @@ class TFServingDirect(_PredictUser):
     target = "tfserving"
 
 
+class KServeDirect(_PredictUser):
+    """KServe's model server running ONNX Runtime, on its V1 predict path."""
+
+    target = "kserve"
+
+
 class GatewayTorchServe(_PredictUser):
     target = "gateway-torchserve"
 
 
 class GatewayTFServing(_PredictUser):
     target = "gateway-tfserving"
+
+
+class GatewayKServe(_PredictUser):
+    target = "gateway-kserve"
 
 
 class GatewayRouted(_PredictUser):
@@ -333,3 +343,11 @@ class FloorTorchServe(_PredictUser):
 
 class FloorTFServing(_PredictUser):
     target = "floor-tfserving"
+
+
+class NginxKServe(_PredictUser):
+    target = "nginx-kserve"
+
+
+class FloorKServe(_PredictUser):
+    target = "floor-kserve"

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 # target under this name (LocustRun.server[front]), beside the stack's own ("stack").
 FRONTS = ("gateway", "nginx", "floor")
 REFERENCE_FRONTS = ("nginx", "floor")
-STACKS = ("torchserve", "tfserving")
-DIRECT_PATHS = {"torchserve": "/predictions/{model}", "tfserving": "/v1/models/{model}:predict"}
+STACKS = ("torchserve", "tfserving", "kserve")  # kserve: KServe's model server running ONNX Runtime
+# KServe's V1 protocol takes TF Serving's JSON at TF Serving's path: the same body for every stack
+DIRECT_PATHS = {"torchserve": "/predictions/{model}", "tfserving": "/v1/models/{model}:predict", "kserve": "/v1/models/{model}:predict"}
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     user_class: str
-    url_key: str  # which base URL it uses: torchserve, tfserving, gateway, or the target's own (reference proxies)
+    url_key: str  # which base URL it uses: a stack's (torchserve, tfserving, kserve), gateway, or the target's own (reference proxies)
     stack: str  # which serving stack answers ("routed": the gateway's routing policy picks)
     front: str | None  # the process in front of the stack (one of FRONTS), None when direct
 
@@ -58,6 +59,8 @@ TARGETS: dict[str, Target] = {
         Target("tfserving", "TFServingDirect", "tfserving", "tfserving", None),
         Target("gateway-torchserve", "GatewayTorchServe", "gateway", "torchserve", "gateway"),
         Target("gateway-tfserving", "GatewayTFServing", "gateway", "tfserving", "gateway"),
+        Target("kserve", "KServeDirect", "kserve", "kserve", None),
+        Target("gateway-kserve", "GatewayKServe", "gateway", "kserve", "gateway"),
         Target("gateway", "GatewayRouted", "gateway", "routed", "gateway"),
         Target("explain-torchserve", "GatewayExplainTorchServe", "gateway", "torchserve", "gateway", "explain"),
         Target("explain-tfserving", "GatewayExplainTFServing", "gateway", "tfserving", "gateway", "explain"),
@@ -65,11 +68,18 @@ TARGETS: dict[str, Target] = {
         Target("nginx-tfserving", "NginxTFServing", "nginx-tfserving", "tfserving", "nginx"),
         Target("floor-torchserve", "FloorTorchServe", "floor-torchserve", "torchserve", "floor"),
         Target("floor-tfserving", "FloorTFServing", "floor-tfserving", "tfserving", "floor"),
+        Target("nginx-kserve", "NginxKServe", "nginx-kserve", "kserve", "nginx"),
+        Target("floor-kserve", "FloorKServe", "floor-kserve", "kserve", "floor"),
     )
 }
 
 # what `twinserve bench` compares by default: each stack directly and through the gateway
-COMPARISON = ["torchserve", "tfserving", "gateway-torchserve", "gateway-tfserving"]
+COMPARISON = ["torchserve", "tfserving", "kserve", "gateway-torchserve", "gateway-tfserving", "gateway-kserve"]
+
+
+def comparison(stacks: list[str]) -> list[str]:
+    """COMPARISON for the stacks that run (TWINSERVE_STACKS)."""
+    return [t for t in COMPARISON if set(TARGETS[t].stacks) <= set(stacks)]
 
 
 def with_references(targets: list[str]) -> list[str]:

@@ -64,6 +64,8 @@ def stack_settings(run_dir: Path, build: Path, models: str = ZOO, **extra: objec
         torchserve_grpc_management_port=free_port(),
         tfserving_grpc_port=free_port(),
         tfserving_rest_port=free_port(),
+        kserve_http_port=free_port(),
+        kserve_grpc_port=free_port(),
         gateway_port=free_port(),
         gateway_grpc_port=free_port(),
         run_dir=run_dir,
@@ -75,8 +77,8 @@ def stack_settings(run_dir: Path, build: Path, models: str = ZOO, **extra: objec
 
 @pytest.fixture(scope="session")
 def stack(build_dir: Path, own_model: dict, tmp_path_factory: pytest.TempPathFactory):
-    """TorchServe, the TF backend and the gateway, started once by the project's own launcher,
-    serving the zoo and the imported model."""
+    """TorchServe, the TF backend, the KServe stack (ONNX Runtime) and the gateway, started once by
+    the project's own launcher, serving the zoo and the imported model."""
     from twinserve import stack as native
 
     settings = stack_settings(tmp_path_factory.mktemp("run"), build_dir, models=f"{ZOO},{OWN_MODEL}")
@@ -99,6 +101,8 @@ def urls(stack) -> dict[str, str]:
         "ts_metrics": f"http://{h}:{stack.torchserve_metrics_port}",
         "tfserving": f"http://{h}:{stack.tfserving_rest_port}",
         "grpc": f"{h}:{stack.tfserving_grpc_port}",
+        "kserve": f"http://{h}:{stack.kserve_http_port}",
+        "kserve_grpc": f"{h}:{stack.kserve_grpc_port}",
         "gateway": f"http://{h}:{stack.gateway_port}",
         "gateway_grpc": f"{h}:{stack.gateway_grpc_port}",
     }

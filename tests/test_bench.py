@@ -24,7 +24,7 @@ from twinserve.supervisor import Supervisor, free_port, group_members
 def short_bench(stack, urls: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("report")
     cfg = bench.BenchConfig(
-        models=["tabular"], targets=list(COMPARISON), urls={k: urls[k] for k in ("torchserve", "tfserving", "gateway")},
+        models=["tabular"], targets=list(COMPARISON), urls={k: urls[k] for k in ("torchserve", "tfserving", "kserve", "gateway")},
         out=out, users=4, spawn_rate=4, duration_s=3, warmup_s=1, repetitions=2,
     )
     return bench_and_report(cfg, stack), out
@@ -111,11 +111,12 @@ def test_report_files_hold_tables_and_charts(short_bench: tuple[dict, Path]) -> 
 
 
 def test_the_routed_gateway_starts_both_stacks_behind_it() -> None:
-    """The `gateway` target's stack is "routed" (its policy picks a backend): it needs both stacks, not a
+    """The `gateway` target's stack is "routed" (its policy picks a backend): it needs every stack, not a
     service called "routed", which left the gateway started with no backend."""
-    assert needed_services(["gateway"]) == ["torchserve", "tfserving", "gateway"]
+    assert needed_services(["gateway"]) == ["torchserve", "tfserving", "kserve", "gateway"]
     assert needed_services(["gateway-tfserving", "tfserving"]) == ["tfserving", "gateway"]
-    assert bench.TARGETS["gateway"].stacks == ("torchserve", "tfserving")  # whose CPU the run is charged
+    assert needed_services(["gateway-kserve"]) == ["kserve", "gateway"]
+    assert bench.TARGETS["gateway"].stacks == ("torchserve", "tfserving", "kserve")  # whose CPU the run is charged
 
 
 def test_overhead_without_a_gateway_target_starts_the_gateway_and_skips_what_does_not_answer(urls: dict) -> None:

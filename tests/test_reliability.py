@@ -9,16 +9,22 @@ from twinserve import reliability
 
 
 def test_faults_under_load_lose_nothing(tmp_path: Path) -> None:
-    """A TorchServe worker killed, the TF backend killed and restarted, then hung, all under locust load with failover on."""
-    result = reliability.faults(tmp_path, seconds=30)
+    """A TorchServe worker killed, the TF backend killed and restarted, the KServe stack SIGKILLed and
+    restarted, the TF backend hung, all under locust load split over the three stacks, failover on."""
+    result = reliability.faults(tmp_path, seconds=45)
     (tmp_path / "faults.json").write_text(json.dumps(result, indent=2))
     assert result["requests"] > 1000
     assert result["lost_or_wrong"] == 0, result
     assert result["served"] + sum(result["clear_5xx_by_cause"].values()) == result["requests"]
-    assert result["failovers"]["tfserving->torchserve"] > 0  # the TF backend's outage was absorbed
+    assert sum(v for k, v in result["failovers"].items() if k.startswith("tfserving->")) > 0  # the TF backend's outage was absorbed
     assert result["circuit_opened"]["tfserving"] >= 1 and result["circuit_closed_again"]["tfserving"] >= 1
+    assert sum(v for k, v in result["failovers"].items() if k.startswith("kserve->")) > 0  # the KServe stack's death was absorbed
+    assert result["circuit_opened"]["kserve"] >= 1 and result["circuit_closed_again"]["kserve"] >= 1  # ...and it served again
     assert result["torchserve_worker_restarted"] is True
-    assert [e["event"].split(" (")[0] for e in result["events"]][:2] == ["kill a TorchServe worker", "kill the TF backend"]
+    assert [e["event"].split(" (")[0] for e in result["events"]] == [
+        "kill a TorchServe worker", "kill the KServe stack", "restart the KServe stack", "kill the TF backend", "restart the TF backend",
+        "hang the TF backend", "resume the TF backend",
+    ]
 
 
 def test_overload_sheds_with_429_stays_healthy_and_recovers(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ CLI = [sys.executable, "-m", "twinserve.cli"]
 
 def env_for(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
     env = dict(os.environ)
-    for field in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "gateway_port", "gateway_grpc_port", "run_dir", "build_dir", "models"):
+    for field in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "kserve_http_port", "kserve_grpc_port", "gateway_port", "gateway_grpc_port", "run_dir", "build_dir", "models"):
         env[f"TWINSERVE_{field.upper()}"] = str(getattr(settings, field))
     return env
 
@@ -30,7 +30,7 @@ def test_up_status_down_leaves_nothing_behind(build_dir: Path, tmp_path: Path) -
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         state = json.loads((settings.run_dir / "state.json").read_text())["services"]
-        assert set(state) == {"torchserve", "tfserving", "gateway"}
+        assert set(state) == {"torchserve", "tfserving", "kserve", "gateway"}
         pgids = [s["pgid"] for s in state.values()]
         assert group_members(pgids)
         status = subprocess.run([*CLI, "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
@@ -39,12 +39,14 @@ def test_up_status_down_leaves_nothing_behind(build_dir: Path, tmp_path: Path) -
         assert rows["tfserving"]["implementation"].startswith("twinserve TF-Serving-compatible server (NOT TensorFlow Serving)")
         assert rows["torchserve"]["models"] == {"tabular": "READY"}
         assert rows["tfserving"]["models"] == {"tabular": "READY"}
+        assert rows["kserve"]["implementation"].startswith("KServe model server + ONNX Runtime")
+        assert rows["kserve"]["models"] == {"tabular": "READY"}
     finally:
         down = subprocess.run([*CLI, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0
     assert not group_members(pgids), "a process of the stack survived `twinserve down`"
     assert not (settings.run_dir / "state.json").exists()
-    ports = [settings.torchserve_inference_port, settings.torchserve_management_port, settings.tfserving_rest_port, settings.gateway_port]
+    ports = [settings.torchserve_inference_port, settings.torchserve_management_port, settings.tfserving_rest_port, settings.kserve_http_port, settings.kserve_grpc_port, settings.gateway_port]
     assert not any(port_in_use("127.0.0.1", p) for p in ports)
     tmp = settings.run_dir / "torchserve" / "tmp"
     assert not list(tmp.glob(".model_server.pid*")) and not list(tmp.glob(".ts.sock*"))

@@ -18,6 +18,9 @@ def _settings(args: argparse.Namespace) -> StackSettings:
     overrides = {}
     if getattr(args, "models", None):
         overrides["models"] = ",".join(args.models)
+    stacks = [n for n in getattr(args, "services", None) or [] if n != "gateway"]
+    if stacks:
+        overrides["stacks"] = ",".join(stacks)
     if getattr(args, "tf_backend", None):
         overrides["tf_backend"] = args.tf_backend
     return StackSettings(**overrides)
@@ -36,7 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from twinserve.supervisor import SupervisorError
 
     settings = _settings(args)
-    names = tuple(args.services)
+    names = tuple(args.services) if args.services else None
     try:
         if not args.no_export:
             ensure_artifacts(settings)
@@ -95,11 +98,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from twinserve.cli import models_arg
 
-    services = ("torchserve", "tfserving", "gateway")
+    from twinserve.stack import SERVICES
 
-    p = sub.add_parser("up", help="start TorchServe, the TF backend and the gateway natively; return when ready")
+    p = sub.add_parser("up", help="start TorchServe, the TF backend, the KServe stack (ONNX Runtime) and the gateway natively; return when ready")
     p.add_argument("--models", type=models_arg(), help="comma-separated models (default: TWINSERVE_MODELS or all)")
-    p.add_argument("--services", nargs="+", choices=services, default=list(services))
+    p.add_argument("--services", nargs="+", choices=SERVICES, help="which services (default: the stacks TWINSERVE_STACKS names, and the gateway)")
     p.add_argument("--tf-backend", choices=("auto", "binary", "compat"), help="which TF backend (default: auto)")
     p.add_argument("--no-export", action="store_true", help="do not export missing artifacts first")
     p.set_defaults(func=cmd_up)

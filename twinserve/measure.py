@@ -17,7 +17,7 @@ from twinserve.console import console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loadtests.targets import COMPARISON, STACKS, TARGETS, with_references
+from loadtests.targets import STACKS, TARGETS, comparison, with_references
 from twinserve.settings import ROOT, StackSettings
 
 DEMO = {"models": ["tabular", "mobilenet"], "users": 8, "duration": 6, "warmup": 2, "repetitions": 3}  # 3: the fewest repetitions the verdict makes a claim on
@@ -73,7 +73,7 @@ def environment(urls: dict[str, str], model: str, native_impl: str | None) -> di
     from loadtests.resources import machine
 
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "torchserve", "tensorflow", "locust", "fastapi", "uvicorn", "httpx", "aiohttp"):
+    for dist in ("torch", "torchserve", "tensorflow", "onnxruntime", "locust", "fastapi", "uvicorn", "httpx", "aiohttp"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -90,6 +90,7 @@ def stack_config(settings: StackSettings, native: bool) -> dict:
         "workers per model (TorchServe) / batch threads (TF)": settings.workers,
         "torch threads per worker": settings.torch_threads,
         "TensorFlow intra/inter-op threads": settings.tf_threads,
+        "KServe workers / ONNX Runtime intra-op threads (no server-side batching)": f"{settings.kserve_workers} / {settings.kserve_threads}",
         "TorchServe JVM heap": settings.jvm_heap,
     }
 
@@ -126,6 +127,7 @@ def _bench(args: argparse.Namespace) -> Path:
     urls = {
         "torchserve": f"http://{settings.host}:{settings.torchserve_inference_port}",
         "tfserving": f"http://{settings.host}:{settings.tfserving_rest_port}",
+        "kserve": f"http://{settings.host}:{settings.kserve_http_port}",
         "gateway": f"http://{settings.host}:{settings.gateway_port}",
     }
     external = dict(kv.split("=", 1) for kv in args.url or [])
@@ -220,7 +222,7 @@ def measure_overhead(args: argparse.Namespace, settings: StackSettings, urls: di
         saturation = overhead.saturation_summary(summary["results"], model, args.instances)
         out[model] = {
             "saturation": saturation,
-            "framework_ratio": overhead.framework_ratio(summary["results"], model),
+            "framework_ratios": overhead.framework_ratios(summary["results"], model),
             "added_latency": latency,
             "inprocess": inprocess,
             "served_to_inprocess": overhead.served_ratio(saturation, inprocess),
@@ -242,8 +244,10 @@ def print_summary(summary: dict) -> None:
         table.add_row(*(row[i] for i in shown))
     if rows:  # none in a sweep: its lines follow
         console.print(table)
+    short = {"torchserve": "TorchServe", "tfserving": "TF", "kserve": "KServe"}
     for r in summary["ratios"]:
-        console.print(f"{r['model']} {r['path']}: TorchServe/TF req/s ratio {r['rps_ratio']:.2f}, p99 ratio {r['p99_ratio']:.2f}")
+        pair = f"{short[r.get('a', 'torchserve')]}/{short[r.get('b', 'tfserving')]}"
+        console.print(f"{r['model']} {r['path']}: {pair} req/s ratio {r['rps_ratio']:.2f}, p99 ratio {r['p99_ratio']:.2f}")
     for model, o in summary.get("overhead", {}).items():
         for stack, sat in o["saturation"].items():
             lat = o["added_latency"].get(stack, {})
@@ -257,10 +261,9 @@ def print_summary(summary: dict) -> None:
                 f"floor {fmt(sat['floor_rps'], '.0f')} req/s at {fmt(sat['floor_cpu_us_per_request'], '.0f')} µs/request; "
                 f"gateway CPU / nginx CPU {fmt(sat['gateway_cpu_over_nginx'], '.1f')}× (goal ≤ 4× on tabular), gateway CPU / floor CPU {fmt(sat['gateway_cpu_over_floor'], '.2f')}×"
             )
-        ratio = o.get("framework_ratio")
-        if ratio:
+        for ratio in o.get("framework_ratios", []):
             console.print(
-                f"{model}: TorchServe/TF throughput {ratio['direct']:.3f} direct, {ratio['via_gateway']:.3f} via gateway: "
+                f"{model}: {short[ratio['a']]}/{short[ratio['b']]} throughput {ratio['direct']:.3f} direct, {ratio['via_gateway']:.3f} via gateway: "
                 f"via gateway / direct {ratio['gateway_vs_direct']:.3f} (goal within 10%)"
             )
     for r in summary.get("sweep", []):
@@ -297,7 +300,7 @@ def cmd_reliability(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     if "faults" in args.drills:
-        with console.status("faults under load (a TorchServe worker killed, the TF backend killed, restarted, hung)..."):
+        with console.status("faults under load (a TorchServe worker killed, the TF backend killed, restarted, hung, the KServe stack killed and restarted)..."):
             results["faults"] = reliability.faults(out / "faults", seconds=args.fault_seconds)
     if "overload" in args.drills:
         with console.status(f"overload: {args.overload_users} users for {args.overload_seconds} s..."):
@@ -388,12 +391,12 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
         """NAME=URL for one of the stack's services: anything else used to be a traceback (no "=")
         or silently ignored (an unknown name)."""
         name, sep, address = value.partition("=")
-        if not sep or name not in ("torchserve", "tfserving", "gateway") or not address.startswith(("http://", "https://")):
-            raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=http://host:port with NAME one of torchserve, tfserving, gateway")
+        if not sep or name not in (*STACKS, "gateway") or not address.startswith(("http://", "https://")):
+            raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=http://host:port with NAME one of {', '.join((*STACKS, 'gateway'))}")
         return value
 
     p.add_argument("--models", type=models_arg(), default=defaults.get("models", ["tabular"]), help="comma-separated models")
-    p.add_argument("--targets", type=_targets, default=list(COMPARISON), help=f"comma-separated, from {', '.join(TARGETS)} (default: the first four)")
+    p.add_argument("--targets", type=_targets, default=comparison(StackSettings().stack_list), help=f"comma-separated, from {', '.join(TARGETS)} (default: each stack of TWINSERVE_STACKS directly and through the gateway)")
     p.add_argument(
         "--profile", choices=("closed", "open", "ramp", "sweep"), default="closed",
         help="closed: fixed users; open: fixed arrival rate; ramp: step users up to find max throughput under a p99 objective; "
@@ -418,7 +421,7 @@ def _add_bench_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--rates", type=_rates, default=[], help="sweep profile: offered requests/s per step, e.g. 100,200,400 (an open-loop rate sweep; latency from the intended send time)")
     p.add_argument("--instances", type=positive, default=1, help="instances (rows) per request")
     p.add_argument("--processes", type=non_negative, default=0, help="run locust distributed: a master and N worker processes")
-    p.add_argument("--url", action="append", type=url, metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, gateway)")
+    p.add_argument("--url", action="append", type=url, metavar="NAME=URL", help="use an external stack, e.g. --url gateway=http://host:8000 (torchserve, tfserving, kserve, gateway)")
     p.add_argument("--out", help="report folder (default: reports/<timestamp>)")
     p.add_argument("--overhead", action="store_true", help="also measure the gateway's cost (added latency, CPU/request) beside two reference proxies (nginx, a bare Python proxy) and in-process throughput")
 

@@ -21,14 +21,14 @@ import httpx
 
 from loadtests import bench, stats
 from loadtests.resources import group_processes
-from loadtests.targets import TARGETS
+from loadtests.targets import STACKS, TARGETS
 from twinserve import stack
 from twinserve.supervisor import Supervisor, free_port
 from twinserve.settings import StackSettings
 
 
 def private_settings(run_dir: Path, models: str = "tabular") -> StackSettings:
-    ports = {k: free_port() for k in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "gateway_port", "gateway_grpc_port")}
+    ports = {k: free_port() for k in ("torchserve_inference_port", "torchserve_management_port", "torchserve_metrics_port", "torchserve_grpc_inference_port", "torchserve_grpc_management_port", "tfserving_grpc_port", "tfserving_rest_port", "kserve_http_port", "kserve_grpc_port", "gateway_port", "gateway_grpc_port")}
     return StackSettings(run_dir=run_dir, models=models, **ports)
 
 
@@ -60,7 +60,7 @@ class Drill:
         return account(self.out / "drill")
 
 
-CLEAR_5XX = re.compile(r"^HTTP 5\d\d \S+ \(backend (torchserve|tfserving)\)$")
+CLEAR_5XX = re.compile(rf"^HTTP 5\d\d \S+ \(backend ({'|'.join(STACKS)})\)$")
 
 
 def account(prefix: Path) -> dict:
@@ -98,11 +98,13 @@ def torchserve_worker_pids(pgid: int) -> list[int]:
 
 
 def faults(out: Path, seconds: int = 36) -> dict:
-    """Kill a TorchServe worker, kill the TF backend and bring it back, hang it, all under load."""
-    from twinserve.launchers import tfserving as tf_launcher
-
+    """Kill a TorchServe worker; kill the TF backend and bring it back; kill the KServe stack (SIGKILL:
+    it dies mid-request) and bring it back; hang the TF backend; all under load split over the
+    stacks that run."""
     settings = private_settings(out / "run")
-    gateway = {"routing": "weighted", "weights": "torchserve=50,tfserving=50", "failover": "true", "timeout_s": "2", "breaker_failures": "3", "breaker_cooldown_s": "2"}
+    stacks = [s for s in STACKS if s in settings.stack_list]
+    weights = ",".join(f"{s}=1" for s in stacks)
+    gateway = {"routing": "weighted", "weights": weights, "failover": "true", "timeout_s": "2", "breaker_failures": "3", "breaker_cooldown_s": "2"}
     started = stack.up(settings, gateway=gateway)
     sup = Supervisor(settings.run_dir)
     try:
@@ -114,31 +116,43 @@ def faults(out: Path, seconds: int = 36) -> dict:
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
 
-        def kill_tf() -> None:
-            sup.stop(["tfserving"])
+        def stop(name: str) -> Callable[[], None]:
+            return lambda: sup.stop([name])
 
-        def restart_tf() -> None:
-            sup.start([tf_launcher.launch(settings, settings.run_dir)], timeout=120, log_dir=sup.log_dir())
+        def kill(name: str) -> Callable[[], None]:
+            def run() -> None:
+                os.killpg(sup.load()[name].pgid, signal.SIGKILL)
+                sup.stop([name])  # forgets it (and reaps what is left)
+            return run
 
-        def hang_tf() -> None:
-            os.killpg(sup.load()["tfserving"].pgid, signal.SIGSTOP)
+        def restart(name: str) -> Callable[[], None]:
+            return lambda: sup.start([stack.launcher(name).launch(settings, settings.run_dir)], timeout=120, log_dir=sup.log_dir())
 
-        def resume_tf() -> None:
-            os.killpg(sup.load()["tfserving"].pgid, signal.SIGCONT)
+        def signal_group(name: str, sig: signal.Signals) -> Callable[[], None]:
+            return lambda: os.killpg(sup.load()[name].pgid, sig)
 
         scale = seconds / 36
-        drill = Drill(settings, out, seconds=seconds, events=[
-            (4 * scale, "kill a TorchServe worker (SIGKILL)", kill_worker),
-            (10 * scale, "kill the TF backend", kill_tf),
-            (15 * scale, "restart the TF backend", restart_tf),
-            (24 * scale, "hang the TF backend (SIGSTOP: accepts, never answers)", hang_tf),
-            (30 * scale, "resume the TF backend (SIGCONT)", resume_tf),
-        ])
+        # each event waits for the one before it (a restart returns once the stack is ready: the TF
+        # backend took up to 23 s under this load on 2 cores, KServe 2-5 s), so the quick one goes first
+        events = [(3 * scale, "kill a TorchServe worker (SIGKILL)", kill_worker)]
+        if "kserve" in stacks:
+            events += [
+                (6 * scale, "kill the KServe stack (SIGKILL)", kill("kserve")),
+                (9 * scale, "restart the KServe stack", restart("kserve")),
+            ]
+        events += [
+            (13 * scale, "kill the TF backend", stop("tfserving")),
+            (16 * scale, "restart the TF backend", restart("tfserving")),
+            (27 * scale, "hang the TF backend (SIGSTOP: accepts, never answers)", signal_group("tfserving", signal.SIGSTOP)),
+            (31 * scale, "resume the TF backend (SIGCONT)", signal_group("tfserving", signal.SIGCONT)),
+        ]
+        drill = Drill(settings, out, seconds=seconds, events=events)
         result = drill.run()
         result["events"] = [e for e in drill.log if "event" in e]
-        result["failovers"] = {f"{a}->{b}": gateway_metric(settings, "twinserve_gateway_failovers_total", from_backend=a, to_backend=b) for a, b in (("torchserve", "tfserving"), ("tfserving", "torchserve"))}
-        result["circuit_opened"] = {b: gateway_metric(settings, "twinserve_gateway_circuit_transitions_total", backend=b, state="open") for b in ("torchserve", "tfserving")}
-        result["circuit_closed_again"] = {b: gateway_metric(settings, "twinserve_gateway_circuit_transitions_total", backend=b, state="closed") for b in ("torchserve", "tfserving")}
+        result["stacks"] = stacks
+        result["failovers"] = {f"{a}->{b}": gateway_metric(settings, "twinserve_gateway_failovers_total", from_backend=a, to_backend=b) for a in stacks for b in stacks if a != b}
+        result["circuit_opened"] = {b: gateway_metric(settings, "twinserve_gateway_circuit_transitions_total", backend=b, state="open") for b in stacks}
+        result["circuit_closed_again"] = {b: gateway_metric(settings, "twinserve_gateway_circuit_transitions_total", backend=b, state="closed") for b in stacks}
         workers = torchserve_worker_pids(ts_pgid)
         result["torchserve_worker_restarted"] = bool(workers) and not set(workers) & set(killed)
         return result

@@ -27,6 +27,12 @@ class StackSettings(BaseSettings):
     torchserve_grpc_management_port: int = 7071
     tfserving_grpc_port: int = 8500
     tfserving_rest_port: int = 8501
+    kserve_http_port: int = Field(8090, description="the third stack, KServe's model server running ONNX Runtime: its REST port (V1 and V2)")
+    kserve_grpc_port: int = Field(8091, description="KServe's V2 gRPC port")
+    kserve_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per model session in the KServe stack")
+    kserve_workers: int = Field(1, ge=1, description="KServe model server worker processes")
+    kserve_python: Path = Field(ROOT / ".venv-kserve" / "bin" / "python", description="the KServe stack's own Python (`make setup` makes .venv-kserve: kserve 0.21 pins psutil<6 and protobuf 6, the project psutil 7 and protobuf 7)")
+    stacks: str = Field("torchserve,tfserving,kserve", description="the serving stacks `up` starts natively and the gateway routes to, in failover order")
     gateway_port: int = 8000
     gateway_grpc_port: int = Field(8001, description="the gateway's gRPC port (KServe V2 and TF Serving's services); 0 turns gRPC off")
     gateway_host: str | None = Field(None, description="the gateway's bind address (TWINSERVE_GATEWAY_HOST, the same variable the gateway reads); default: TWINSERVE_HOST")
@@ -38,7 +44,7 @@ class StackSettings(BaseSettings):
     )
     batch_size: int = Field(8, description="server-side batch: TorchServe batchSize (requests), TF max_execution_batch_size (rows)")
     batch_delay_ms: int = Field(2, description="TorchServe maxBatchDelay / TF batch_timeout_micros")
-    workers: int = Field(1, description="TorchServe workers per model; TF num_batch_threads")
+    workers: int = Field(1, description="TorchServe workers per model; TF num_batch_threads; KServe inferences run at once (--parallel_runs)")
     torch_threads: int = Field(1, description="OMP_NUM_THREADS / torch threads per TorchServe worker")
     tf_threads: int = Field(1, description="TensorFlow intra- and inter-op threads")
     jvm_heap: str = Field("256m", description="TorchServe JVM max heap")
@@ -52,6 +58,10 @@ class StackSettings(BaseSettings):
     @property
     def model_list(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def stack_list(self) -> list[str]:
+        return [m.strip() for m in self.stacks.split(",") if m.strip()]
 
     @property
     def gateway_bind(self) -> str:

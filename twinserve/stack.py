@@ -10,8 +10,15 @@ from twinserve import supervisor
 from twinserve.supervisor import Launch, Running, Supervisor
 from twinserve.settings import StackSettings
 
-SERVICES = ("torchserve", "tfserving", "gateway")
+SERVICES = ("torchserve", "tfserving", "kserve", "gateway")  # every service `up` knows, stacks first
 RECORD = "stack.json"  # the settings `up` started the stack with, beside the supervisor's state file
+
+
+def launcher(name: str):  # type: ignore[no-untyped-def]
+    """The launcher module of one service (twinserve/launchers/<name>.py): launch() and model_states()."""
+    import importlib
+
+    return importlib.import_module(f"twinserve.launchers.{name}")
 
 
 def recorded(settings: StackSettings) -> StackSettings:
@@ -24,25 +31,27 @@ def recorded(settings: StackSettings) -> StackSettings:
     return StackSettings(**{**data, "run_dir": settings.run_dir})
 
 
-def launches(settings: StackSettings, names: tuple[str, ...] = SERVICES, gateway: dict[str, str] | None = None) -> list[Launch]:
-    from twinserve.launchers import tfserving as tf_launcher
-    from twinserve.launchers import torchserve as ts_launcher
+def default_services(settings: StackSettings) -> tuple[str, ...]:
+    """The stacks TWINSERVE_STACKS names, then the gateway."""
+    return (*[n for n in SERVICES if n in settings.stack_list], "gateway")
 
-    run_dir = settings.run_dir
+
+def launches(settings: StackSettings, names: tuple[str, ...] | None = None, gateway: dict[str, str] | None = None) -> list[Launch]:
+    names = default_services(settings) if names is None else names
     out = []
-    if "torchserve" in names:
-        out.append(ts_launcher.launch(settings, run_dir))
-    if "tfserving" in names:
-        out.append(tf_launcher.launch(settings, run_dir))
-    if "gateway" in names:
-        from twinserve.launchers import gateway as gw_launcher
-
-        out.append(gw_launcher.launch(settings, run_dir, gateway))
+    for name in SERVICES:
+        if name not in names:
+            continue
+        if name == "gateway":
+            out.append(launcher(name).launch(settings, settings.run_dir, gateway))
+        else:
+            out.append(launcher(name).launch(settings, settings.run_dir))
     return out
 
 
-def up(settings: StackSettings, names: tuple[str, ...] = SERVICES, on_wait: Callable[[str], None] | None = None, gateway: dict[str, str] | None = None) -> dict[str, Running]:
+def up(settings: StackSettings, names: tuple[str, ...] | None = None, on_wait: Callable[[str], None] | None = None, gateway: dict[str, str] | None = None) -> dict[str, Running]:
     """Start the named services; `gateway` overrides gateway settings by field name."""
+    names = default_services(settings) if names is None else names
     sup = Supervisor(settings.run_dir)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     (settings.run_dir / RECORD).write_text(settings.model_dump_json())
@@ -73,26 +82,17 @@ def down(settings: StackSettings, names: list[str] | None = None) -> list[str]:
 
 def status(settings: StackSettings) -> list[dict]:
     """One row per known service: running or not, pid, urls, implementation, model states."""
-    from twinserve.launchers import tfserving as tf_launcher
-    from twinserve.launchers import torchserve as ts_launcher
-
     settings = recorded(settings)
     services = Supervisor(settings.run_dir).load()
     rows = []
     for name in SERVICES:
         svc = services.get(name)
+        if svc is None and name != "gateway" and name not in settings.stack_list:
+            continue  # a stack left out by TWINSERVE_STACKS and not running
         alive = bool(svc and supervisor.group_alive(svc.pgid))
-        models: dict[str, str] = {}
-        if name == "torchserve":
-            models = ts_launcher.model_states(settings, timeout=1.0)
-        elif name == "tfserving":
-            models = tf_launcher.model_states(settings, timeout=1.0)
-        elif name == "gateway":
-            from twinserve.launchers import gateway as gw_launcher
-
-            models = gw_launcher.model_states(settings, timeout=1.0)
+        models = launcher(name).model_states(settings, timeout=1.0)
         if name == "tfserving" and svc is None:
-            implementation = tf_launcher.choose(settings)[1] + " (would run)"
+            implementation = launcher(name).choose(settings)[1] + " (would run)"
         else:
             implementation = svc.implementation if svc else ""
         rows.append(
