@@ -27,6 +27,7 @@ from loadtests import stats, sweep
 from loadtests.resources import GroupMonitor, TreeMonitor, in_window
 from loadtests.stability import Rule
 from loadtests.targets import FRONTS, TARGETS, Target
+from loadtests.verdict import PAIRS, pair_paths
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 SATURATION = 0.85  # locust CPU share of one core above which its figures are suspect
@@ -441,21 +442,26 @@ def window_warnings(runs: list[LocustRun], asked_s: int) -> list[str]:
 
 
 def ratios(results: list[dict]) -> list[dict]:
-    """TorchServe-to-TensorFlow ratios measured in the same run, direct and through the gateway."""
+    """Ratios between stacks measured in the same run, direct and through the gateway: for each pair
+    of `verdict.PAIRS` whose two stacks ran (TorchServe over the TF side, TorchServe over KServe +
+    ONNX Runtime, the TF side over KServe + ONNX Runtime), `a`'s figure over `b`'s."""
     out = []
     index = {(r["model"], r["target"]): r for r in results}
     models = sorted({r["model"] for r in results}, key=[r["model"] for r in results].index)
     for model in models:
-        for ts, tf, path in (("torchserve", "tfserving", "direct"), ("gateway-torchserve", "gateway-tfserving", "via gateway")):
-            a, b = index.get((model, ts)), index.get((model, tf))
-            if a and b and b["median"]["rps"] and b["median"]["p99_ms"]:
-                out.append(
-                    {
-                        "model": model,
-                        "path": path,
-                        "rps_ratio": round(a["median"]["rps"] / b["median"]["rps"], 3),
-                        "p50_ratio": round(a["median"]["p50_ms"] / b["median"]["p50_ms"], 3) if b["median"]["p50_ms"] else None,
-                        "p99_ratio": round(a["median"]["p99_ms"] / b["median"]["p99_ms"], 3),
-                    }
-                )
+        for pair in PAIRS:
+            for path, ta, tb in pair_paths(*pair):
+                a, b = index.get((model, ta)), index.get((model, tb))
+                if a and b and b["median"]["rps"] and b["median"]["p99_ms"]:
+                    out.append(
+                        {
+                            "model": model,
+                            "path": path,
+                            "a": pair[0],
+                            "b": pair[1],
+                            "rps_ratio": round(a["median"]["rps"] / b["median"]["rps"], 3),
+                            "p50_ratio": round(a["median"]["p50_ms"] / b["median"]["p50_ms"], 3) if b["median"]["p50_ms"] else None,
+                            "p99_ratio": round(a["median"]["p99_ms"] / b["median"]["p99_ms"], 3),
+                        }
+                    )
     return out

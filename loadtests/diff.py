@@ -10,7 +10,10 @@ better). One repetition gives no spread (only the rounding floor): every larger 
 output says.
 
 A regression fails (for CI) when the chosen metric regressed beyond its threshold AND beyond the
-noise band. Targets present in only one run are listed, never failed.
+noise band. Every (model, target) present in both runs is compared, whichever stack serves it
+(TorchServe, the TF side, KServe + ONNX Runtime; direct, via the gateway or a reference proxy);
+targets present in only one run are listed, never failed. The notes say when a stack ran on
+something else in B than in A: the TF side's implementation, KServe's ONNX Runtime version.
 
 Metrics: rps, p50, p99 (µs figures from `latency_us` when present, else the `_ms` ones), and p99.9
 when both runs recorded it. Older summaries (no per-repetition latency_us, a min–max `spread`)
@@ -23,7 +26,7 @@ import json
 import statistics
 from pathlib import Path
 
-from loadtests.verdict import values
+from loadtests.verdict import KSERVE_LABEL, stacks_in, values
 
 METRICS = {"rps": ("req/s", True), "p50": ("ms", False), "p99": ("ms", False), "p99.9": ("ms", False)}  # unit, higher is better
 CONFIG_KEYS = ("profile", "users", "duration_s", "warmup_s", "repetitions", "instances", "processes", "rate")
@@ -118,11 +121,15 @@ def failures(rows: list[dict]) -> list[dict]:
 
 
 def notes(a_summary: dict, b_summary: dict) -> list[str]:
-    """What differs between the two runs besides the figures: the TF backend, the load asked for."""
+    """What differs between the two runs besides the figures: the TF backend, KServe's ONNX Runtime, the load asked for."""
     out = []
     impl = [(s.get("environment") or {}).get("tfserving_implementation") or "not recorded" for s in (a_summary, b_summary)]
     if impl[0] != impl[1]:
         out.append(f"the TF side differs: A ran {impl[0]}; B ran {impl[1]} — its rows compare two different servers")
+    if all("kserve" in stacks_in(s) for s in (a_summary, b_summary)):
+        ort = [((s.get("environment") or {}).get("versions") or {}).get("onnxruntime") or "not recorded" for s in (a_summary, b_summary)]
+        if ort[0] != ort[1]:
+            out.append(f"the {KSERVE_LABEL} side differs: A ran onnxruntime {ort[0]}; B ran {ort[1]} — its rows compare two runtimes")
     ca, cb = a_summary.get("config") or {}, b_summary.get("config") or {}
     changed = [f"{k} {ca.get(k)} → {cb.get(k)}" for k in CONFIG_KEYS if k in ca and k in cb and ca[k] != cb[k]]
     if changed:

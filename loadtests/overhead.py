@@ -19,6 +19,7 @@ import numpy as np
 
 from loadtests.payloads import bodies
 from loadtests.targets import STACKS, TARGETS, Target, reference_target
+from loadtests.verdict import PAIRS
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,18 +135,25 @@ def saturation_summary(results: list[dict], model: str, instances: int) -> dict:
     return out
 
 
-def framework_ratio(results: list[dict], model: str) -> dict | None:
-    """TorchServe/TF throughput direct and through the gateway, and how far the gateway moves it.
+def framework_ratio(results: list[dict], model: str, a: str = "torchserve", b: str = "tfserving") -> dict | None:
+    """Stack a's throughput over stack b's (TorchServe/TF by default), direct and through the
+    gateway, and how far the gateway moves it.
 
     A gateway that costs both stacks alike keeps the ratio (gateway_vs_direct near 1): the comparison
     of the frameworks survives being served through it.
     """
     index = {r["target"]: r["median"]["rps"] for r in results if r["model"] == model}
-    direct = _quotient(index.get("torchserve"), index.get("tfserving"))
-    via = _quotient(index.get("gateway-torchserve"), index.get("gateway-tfserving"))
+    direct = _quotient(index.get(a), index.get(b))
+    via = _quotient(index.get(f"gateway-{a}"), index.get(f"gateway-{b}"))
     if direct is None or via is None:
         return None
-    return {"direct": direct, "via_gateway": via, "gateway_vs_direct": _quotient(via, direct)}
+    return {"a": a, "b": b, "direct": direct, "via_gateway": via, "gateway_vs_direct": _quotient(via, direct)}
+
+
+def framework_ratios(results: list[dict], model: str) -> list[dict]:
+    """`framework_ratio` for every pair of stacks (loadtests/verdict.py `PAIRS`) measured both
+    directly and through the gateway in this run."""
+    return [r for r in (framework_ratio(results, model, a, b) for a, b in PAIRS) if r]
 
 
 def served_ratio(saturation: dict, inprocess: dict) -> dict:

@@ -1,4 +1,9 @@
-"""The comparison report: summary.json (every figure), report.md, report.html and PNG charts."""
+"""The comparison report: summary.json (every figure), report.md, report.html and PNG charts.
+
+Any subset of the three stacks (TorchServe, the TF side, KServe + ONNX Runtime) may have run: the
+tables comparing stacks have one table (same-run ratios) or one row (the gateway against direct)
+per pair of `verdict.PAIRS` whose two stacks ran, named by what ran (`verdict.stack_names`).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtests import stats, sweep, verdict  # noqa: E402
+from loadtests import overhead, stats, sweep, verdict  # noqa: E402
 
 COLOURS = {
     "torchserve": "#ee4c2c", "tfserving": "#ff8f00", "gateway-torchserve": "#9c2a1c", "gateway-tfserving": "#a65d00",
     "nginx-torchserve": "#2e7d32", "nginx-tfserving": "#81c784", "floor-torchserve": "#1565c0", "floor-tfserving": "#64b5f6",
+    # KServe + ONNX Runtime: a purple family, apart from the reds/oranges of the stacks and the greens/blues of the references
+    "kserve": "#8e24aa", "gateway-kserve": "#4a148c", "nginx-kserve": "#ce93d8", "floor-kserve": "#7e57c2",
 }
+# A stack in a same-run ratio table's title: the framework it runs (the TF side runs TensorFlow
+# whichever server serves it; the heading's columns then name the server, see `pair_heads`).
+FRAMEWORK = {"torchserve": "TorchServe", "tfserving": "TensorFlow", "kserve": verdict.KSERVE_LABEL}
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -38,7 +48,7 @@ def window_note(summary: dict) -> str:
         what = f"Each {config['profile']} step asked for {asked} s of load"
     else:
         asked = config["duration_s"]
-        windows = [w for r in summary["results"] for w in (r["window_s"]["min"], r["window_s"]["max"]) if "window_s" in r]
+        windows = [w for r in summary["results"] if r.get("window_s") for w in (r["window_s"]["min"], r["window_s"]["max"])]
         if asked is None:
             what = (
                 f"Each measured run lasted until stable — {stability_rule(config)} — or at most {config.get('max_duration_s')} s "
@@ -97,6 +107,12 @@ def caveats(summary: dict) -> list[str]:
     impl = env.get("tfserving_implementation", "")
     if "compat" in impl.lower() or "not tensorflow serving" in impl.lower():
         out.insert(0, f"The TensorFlow side ran on **{impl}**, because `tensorflow_model_server` was not available. Its figures are the compatible server's, NOT TensorFlow Serving's.")
+    if "kserve" in verdict.stacks_in(summary):
+        ort = (env.get("versions") or {}).get("onnxruntime")
+        out.insert(1 if out[0].startswith("The TensorFlow side") else 0, (
+            f"The KServe rows ran **{verdict.KSERVE_LABEL}**: KServe's Python model server running the model's ONNX export on "
+            f"ONNX Runtime{f' {ort}' if ort else ''}, with no server-side batching across requests: the same model on a third runtime."
+        ))
     if env.get("reference_proxies"):
         out.append("The nginx-* and floor-* rows are reference proxies (nginx; a bare Python proxy on uvicorn + aiohttp) forwarding the direct path under the same load in the same run; read the gateway's cost as ratios to them, not as absolute figures.")
     if summary["config"]["profile"] == "closed":
@@ -135,7 +151,7 @@ def write_charts(summary: dict, out: Path) -> list[str]:
         ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(keys))], [k.replace("_ms", "") for k in keys])
         ax.set_ylabel("latency (ms, median over repetitions)")
         ax.set_title(f"{model}: latency percentiles per target")
-        ax.legend()
+        ax.legend(fontsize=8 if len(rows) <= 6 else 6, ncol=1 if len(rows) <= 6 else 2)  # three stacks, each with references: up to 12 targets
         charts.append(save(fig, out, f"latency_{model}.png"))
 
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=False)
@@ -360,6 +376,47 @@ def sweep_summary_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
+def pair_heads(summary: dict, a: str, b: str) -> str:
+    """A pair's quotient for a column heading, naming both stacks as they ran: "TorchServe ÷ TF-compat"."""
+    names = verdict.stack_names(summary)
+    return f"{verdict.short_name(a, names)} ÷ {verdict.short_name(b, names)}"
+
+
+def ratio_sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The same-run ratios (bench.ratios), one table per pair of stacks, its columns naming both.
+    Rows of older summaries carry no pair: they are TorchServe over the TF side."""
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    for r in summary.get("ratios") or []:
+        by_pair.setdefault((r.get("a", "torchserve"), r.get("b", "tfserving")), []).append(r)
+    out = []
+    tf = verdict.stack_names(summary)["tfserving"]
+    for (a, b), rows in by_pair.items():
+        q = pair_heads(summary, a, b)
+        title = f"{FRAMEWORK.get(a, a)} / {FRAMEWORK.get(b, b)} ratios (same run)" + (f" — the TF side: {tf}" if "tfserving" in (a, b) else "")
+        out.append((
+            title,
+            ["model", "path", f"req/s ratio ({q})", f"p50 ratio ({q})", f"p99 ratio ({q})"],
+            [[r["model"], r["path"], f"{r['rps_ratio']:.3f}", fmt(r["p50_ratio"], ".3f"), f"{r['p99_ratio']:.3f}"] for r in rows],
+        ))
+    return out
+
+
+def framework_section(summary: dict, model: str, o: dict) -> tuple[str, list[str], list[list[str]]] | None:
+    """Per pair of stacks measured both ways: a's throughput over b's direct and via the gateway
+    (overhead.framework_ratios; an older summary's one `framework_ratio` is TorchServe over the TF side)."""
+    ratios = o.get("framework_ratios")
+    if ratios is None:
+        ratios = overhead.framework_ratios(summary.get("results") or [], model) or ([o["framework_ratio"]] if o.get("framework_ratio") else [])
+    if not ratios:
+        return None
+    rows = []
+    for r in ratios:
+        q = pair_heads(summary, r.get("a", "torchserve"), r.get("b", "tfserving"))
+        rows.append([model, q, fmt(r["direct"], ".3f"), fmt(r["via_gateway"], ".3f"), fmt(r["gateway_vs_direct"], ".3f")])
+    head = ["model", "stacks (A ÷ B)", "A ÷ B req/s direct", "A ÷ B req/s via gateway", "via gateway / direct (goal within 10% of 1)"]
+    return f"Throughput ratios between stacks through the gateway against direct — {model}", head, rows
+
+
 def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out = [("Results (median over repetitions)", *results_table(summary))] if summary["results"] else []
     head, rows = latency_table(summary)
@@ -368,14 +425,7 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     head, rows = stability_table(summary)
     if rows:
         out.append((f"Stability ({stability_rule(summary['config'])})", head, rows))
-    if summary["ratios"]:
-        out.append(
-            (
-                "TorchServe / TensorFlow ratios (same run)",
-                ["model", "path", "req/s ratio", "p50 ratio", "p99 ratio"],
-                [[r["model"], r["path"], f"{r['rps_ratio']:.3f}", "" if r["p50_ratio"] is None else f"{r['p50_ratio']:.3f}", f"{r['p99_ratio']:.3f}"] for r in summary["ratios"]],
-            )
-        )
+    out += ratio_sections(summary)
     if summary["ramp"]:
         rows = []
         for r in summary["ramp"]:
@@ -393,11 +443,12 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for model, o in summary.get("overhead", {}).items():
         rows = []
         for stack, sat in o["saturation"].items():
-            lat, inp = o["added_latency"].get(stack, {}), o["inprocess"][stack]
+            lat, inp = o["added_latency"].get(stack, {}), (o.get("inprocess") or {}).get(stack)
             rows.append(
                 [
                     model, stack, f"{sat['direct_rps']:.0f}", f"{sat['gateway_rps']:.0f}", fmt(sat["gateway_to_direct"], ".2f"), fmt(sat["gateway_cpu_us_per_request"], ".0f"),
-                    fmt(lat.get("added_p50_ms"), ".3f") or "skipped", fmt(lat.get("added_p99_ms"), ".3f") or "skipped", f"{inp['rows_per_s']:.0f} ({inp['framework']}, batch {inp['batch']})", f"{o['served_to_inprocess'].get(stack, float('nan')):.3f}",
+                    fmt(lat.get("added_p50_ms"), ".3f") or "skipped", fmt(lat.get("added_p99_ms"), ".3f") or "skipped",
+                    f"{inp['rows_per_s']:.0f} ({inp['framework']}, batch {inp['batch']})" if inp else "not measured", fmt((o.get("served_to_inprocess") or {}).get(stack), ".3f"),
                 ]
             )
         out.append(
@@ -408,19 +459,15 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             )
         )
         out.append(reference_section(model, o))
-        ratio = o.get("framework_ratio")
-        if ratio:
-            out.append(
-                (
-                    f"TorchServe/TF throughput through the gateway against direct — {model}",
-                    ["model", "TorchServe/TF req/s direct", "TorchServe/TF req/s via gateway", "via gateway / direct (goal within 10% of 1)"],
-                    [[model, fmt(ratio["direct"], ".3f"), fmt(ratio["via_gateway"], ".3f"), fmt(ratio["gateway_vs_direct"], ".3f")]],
-                )
-            )
+        section = framework_section(summary, model, o)
+        if section:
+            out.append(section)
     env = summary["environment"]
     proxies = {f"reference proxy: {name}": ref["implementation"] for name, ref in env.get("reference_proxies", {}).items()}
-    out.append(("Environment", ["item", "value"], [[k, str(v)] for k, v in {**env["versions"], **env["machine"], "tfserving_implementation": env["tfserving_implementation"], **proxies}.items()]))
-    out.append(("Stack configuration (the same for both stacks)", ["setting", "value"], [[k, str(v)] for k, v in summary["stack"].items()]))
+    ort = (env.get("versions") or {}).get("onnxruntime", "version not recorded")
+    kserve = {"kserve side": f"{verdict.KSERVE_LABEL} (KServe's Python model server, onnxruntime {ort})"} if "kserve" in verdict.stacks_in(summary) else {}
+    out.append(("Environment", ["item", "value"], [[k, str(v)] for k, v in {**env["versions"], **env["machine"], "tfserving_implementation": env["tfserving_implementation"], **kserve, **proxies}.items()]))
+    out.append(("Stack configuration (the same for every stack)", ["setting", "value"], [[k, str(v)] for k, v in summary["stack"].items()]))
     out.append(("Load profile", ["setting", "value"], [[k, str(v)] for k, v in summary["config"].items() if k not in ("urls",)]))
     return out
 

@@ -1,12 +1,13 @@
 """The compose smoke's client (services/docker/smoke.sh).
 
-Predictions for every model through a gateway, to both stacks, checked for agreement; with
+Predictions for every model through a gateway, to each of the three stacks (TorchServe, TF Serving,
+KServe's model server running ONNX Runtime), checked for agreement with TorchServe's; with
 `--grpc host:port`, the same inputs through the gateway's gRPC port (V2 ModelInfer) must give the
 same answers as REST:
 
     python -m loadtests.smoke http://127.0.0.1:8000 --grpc 127.0.0.1:8001
 
-Several replicas per stack (after `docker-compose up --scale torchserve=2 --scale tfserving=2`;
+Several replicas per stack (after `docker-compose up --scale torchserve=2 --scale tfserving=2 --scale kserve=2`;
 DOCKER_HOST and COMPOSE_PROJECT_NAME as the smoke sets them):
 
     python -m loadtests.smoke ready URL --replicas 2     # every container healthy; /readyz lists each READY and in rotation
@@ -43,17 +44,20 @@ from loadtests import payloads
 from loadtests.payloads import bodies, check_answer
 from models.spec import ModelSpec, get_spec
 
+# the compose stacks, in the gateway's failover order (compose's service names = the gateway's backend names)
+STACKS = ("torchserve", "tfserving", "kserve")
+
 
 def check(gateway: str, grpc_target: str | None = None) -> list[str]:
     problems = []
     with httpx.Client(base_url=gateway, timeout=30) as client:
         ready = client.get("/readyz").json()
-        print(f"gateway ready: {ready['ready']}; TF backend: {ready['implementations'].get('tfserving')}")
+        print(f"gateway ready: {ready['ready']}; TF backend: {ready['implementations'].get('tfserving')}; KServe backend: {ready['implementations'].get('kserve')}")
         for model in ready.get("models", {}):  # the models this gateway serves
             spec = get_spec(model)
             body = bodies(model, 2, count=1)[0]
             answers = {}
-            for backend in ("torchserve", "tfserving"):
+            for backend in STACKS:
                 r = client.post(f"/v1/models/{model}:predict", params={"backend": backend}, content=body)
                 if r.status_code != 200 or r.headers.get("x-backend") != backend:
                     problems.append(f"{model} via {backend}: HTTP {r.status_code} {r.text[:200]}")
@@ -64,11 +68,12 @@ def check(gateway: str, grpc_target: str | None = None) -> list[str]:
                     continue
                 preds = r.json()["predictions"]
                 answers[backend] = np.concatenate([np.ravel(row[t.name] if len(spec.outputs) > 1 else row).astype(np.float64) for row in preds for t in spec.outputs])
-            if len(answers) == 2:
-                diff = float(np.abs(answers["torchserve"] - answers["tfserving"]).max())
-                print(f"{model:8s} torchserve and tfserving agree: max |diff| {diff:.2e}")
-                if diff > spec.tolerance:
-                    problems.append(f"{model}: the stacks disagree by {diff}")
+            if "torchserve" in answers:
+                for other in (b for b in STACKS if b != "torchserve" and b in answers):
+                    diff = float(np.abs(answers["torchserve"] - answers[other]).max())
+                    print(f"{model:8s} torchserve and {other} agree: max |diff| {diff:.2e}")
+                    if diff > spec.tolerance:
+                        problems.append(f"{model}: torchserve and {other} disagree by {diff}")
             if grpc_target:
                 problems += grpc_check(grpc_target, spec, answers)
     return problems
@@ -116,8 +121,7 @@ def grpc_check(target: str, spec: ModelSpec, rest: dict[str, np.ndarray]) -> lis
 
 # several replicas per stack ---------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parent.parent
-STACKS = ("torchserve", "tfserving")
-PORTS = {"torchserve": 8080, "tfserving": 8501}
+PORTS = {"torchserve": 8080, "tfserving": 8501, "kserve": 8080}  # the port of each stack's URL in the gateway's environment
 
 
 # docker ---------------------------------------------------------------------------------------
@@ -372,7 +376,7 @@ def drill(gateway: str, service: str, users: int, rate: float, model: str, heal_
 
     out = Path(tempfile.mkdtemp(prefix="twinserve-drill-"))
     env = {**os.environ, "TWINSERVE_LOAD_MODEL": model, "TWINSERVE_LOAD_RATE_PER_USER": str(rate)}
-    user_class = {"torchserve": "GatewayTorchServe", "tfserving": "GatewayTFServing"}[service]
+    user_class = {"torchserve": "GatewayTorchServe", "tfserving": "GatewayTFServing", "kserve": "GatewayKServe"}[service]
     cmd = [str(ROOT / ".venv/bin/locust"), "-f", "loadtests/locustfile.py", "--headless", "-u", str(users), "-r", str(users),
            "--host", gateway, "--json-file", str(out / "drill"), "--hdr-file", str(out / "hdr.json"), "--window", "5",
            "--only-summary", "--loglevel", "WARNING", user_class]

@@ -29,7 +29,8 @@ per second) and as a share of the machine's cores. Checked in this order, the fi
 3. the machine: all measured components together (or the machine as measured, when larger) keep
    `MACHINE_BUSY` (90%) of its cores busy; its largest consumer is named;
 4. the stack at `ONE_CORE` of a core while the machine still had room: the stacks here run one
-   worker (TorchServe) or one busy thread (the TF side), so one core's worth is their limit.
+   worker (TorchServe), one busy thread (the TF side) or, by default, one worker process with one
+   ONNX Runtime intra-op thread (KServe + ONNX Runtime), so one core's worth is their limit.
    This is the healthy outcome of a sweep's top step. Not applied to a target whose "stack"
    component sums two stacks (the routed gateway), whose one core may be two halves.
 

@@ -1,5 +1,14 @@
-"""The verdict at the top of a report: per model and path, which stack is faster, by how much, and
-whether that exceeds run-to-run noise.
+"""The verdict at the top of a report: per model, pair of stacks and path, which stack is faster, by
+how much, and whether that exceeds run-to-run noise.
+
+**The pairs** (`PAIRS`), each judged on its own by the rules below, for every pair whose two stacks
+both ran: TorchServe against the TF side, TorchServe against KServe + ONNX Runtime, and the TF side
+against KServe + ONNX Runtime. TorchServe is in the first two because it is the stack people are
+leaving: each destination is read against it. The third is kept although it makes the verdict
+longer (at most three pairs × two paths, four or five lines each, per model) because it is the
+choice between the two destinations, and it cannot be read off the other two: ratios compose, but
+"beyond noise" does not (each pair's ranges must separate on their own). A run of two stacks gives
+only their pair, worded exactly as before the third stack existed.
 
 **The rule: non-overlapping min–max ranges over at least 3 repetitions per side.** A difference is
 called significant when every repetition of one stack beat every repetition of the other (the
@@ -20,7 +29,7 @@ ranges happen by chance a third of the time). A target the bench marked not `sta
 steadiness check; missing means unknown) gets no claim either.
 
 **The gateway flag.** On a shared machine the gateway can saturate first; then every request through
-it waits on the gateway and the TorchServe/TF ratio via the gateway drifts to 1.0, measuring the
+it waits on the gateway and the pair's throughput ratio via the gateway drifts to 1.0, measuring the
 gateway rather than the stacks (seen here: 1.00 via the gateway against 0.76 direct). The via-gateway
 row is flagged "measured the gateway, not the stacks" when its throughput ratio is much closer to
 1.0 than the direct one: |ln r_gateway| <= 0.5·|ln r_direct| with the direct ratio at least 10% from
@@ -32,16 +41,21 @@ the share of a core it used; otherwise it says it rests on the ratios alone.
 A via-gateway pair measured without its direct pair is flagged on the gateway's CPU alone: flagged
 when the gateway saturated (`bottleneck.saturated == "gateway"`, loadtests/sweep.py).
 
-**A sweep run** (`--profile sweep`) has no repetitions: one run per step. Each path is compared at
-the highest step every sweep of the model ran (the same load for both stacks and, when a step is
-common to all four, for both paths), one run a side, so no difference is called beyond noise
+**A sweep run** (`--profile sweep`) has no repetitions: one run per step. Each pair's path is
+compared at the highest step every sweep of that pair ran (the same load for both stacks and, when a
+step is common to the pair's four sweeps, for both paths), one run a side, so no difference is called beyond noise
 ("one run per sweep step"); each stack's own knee is listed beside it. Its gateway flag rests on the
 gateway's CPU at every via-gateway step — saturated at any step: flagged, with the steps named —
 not on the ratios: with one run a side, and a closed loop whose added hop compresses the ratio
 even when the gateway is idle, a compressed ratio alone is only noted.
 
 Every line names the TF side as what actually ran (`environment.tfserving_implementation`): the
-TF-Serving-compatible server is never called TensorFlow Serving.
+TF-Serving-compatible server is never called TensorFlow Serving. The third stack is named
+"KServe + ONNX Runtime" (KServe's Python model server running the model's ONNX export).
+
+Rows are keyed by the stacks' own names: a row's `pair` is [a, b] (a first in `PAIRS`), its
+`names` their labels; each comparison has a side under each stack's name and `a_over_b`, the ratio
+of a's median to b's (the two-stack rows called it `ts_over_tf`).
 
 Tolerant of older summaries: p99 comes from each repetition's `latency_us.p99` (µs) when present,
 else `p99_ms`; with no repetitions, from `spread`, else `median`.
@@ -54,9 +68,22 @@ import math
 import statistics
 
 from loadtests import sweep
+from loadtests.targets import STACKS, TARGETS
 
 MIN_REPETITIONS = 3
-PATHS = (("direct", "torchserve", "tfserving"), ("via gateway", "gateway-torchserve", "gateway-tfserving"))
+# Every stack against TorchServe (the stack people are leaving), then the TF side against KServe.
+PAIRS: tuple[tuple[str, str], ...] = (("torchserve", "tfserving"), ("torchserve", "kserve"), ("tfserving", "kserve"))
+KSERVE_LABEL = "KServe + ONNX Runtime"
+# A stack in a throughput quotient ("TorchServe/TF throughput 0.92"): short, never TF Serving's name.
+RATIO_NAMES = {"torchserve": "TorchServe", "tfserving": "TF", "kserve": "KServe"}
+
+
+def pair_paths(a: str, b: str) -> tuple[tuple[str, str, str], ...]:
+    """A pair's paths: (path, a's target, b's target), direct and via the gateway."""
+    return (("direct", a, b), ("via gateway", f"gateway-{a}", f"gateway-{b}"))
+
+
+PATHS = pair_paths("torchserve", "tfserving")  # the first pair's; kept for callers of the two-stack verdict
 # A via-gateway ratio "much closer to 1.0": at most half the direct ratio's distance, in log terms.
 COMPRESSION = 0.5
 MIN_DIRECT_GAP = 1.10  # the direct ratio must differ from 1.0 by at least 10% for the flag to mean anything
@@ -112,34 +139,57 @@ def tf_short(label: str) -> str:
     return {"the TF-Serving-compatible server": "TF-compat", "TensorFlow Serving": "TF Serving"}.get(label, "TF")
 
 
+def stack_names(summary: dict) -> dict[str, str]:
+    """Each stack as it ran, in prose."""
+    return {"torchserve": "TorchServe", "tfserving": tf_label(summary), "kserve": KSERVE_LABEL}
+
+
+def short_name(stack: str, names: dict[str, str]) -> str:
+    """A stack beside its figures: the TF side short (`tf_short`), the others by their names."""
+    return tf_short(names[stack]) if stack == "tfserving" else names[stack]
+
+
+def ratio_text(pair: tuple[str, str] | list[str]) -> str:
+    """A pair's quotient in words: "TorchServe/TF", "TorchServe/KServe", "TF/KServe"."""
+    return "/".join(RATIO_NAMES.get(s, s) for s in pair)
+
+
+def stacks_in(summary: dict) -> list[str]:
+    """The stacks a run loaded (its results' and sweeps' targets), in STACKS' order."""
+    targets = [r.get("target") for key in ("results", "sweep") for r in summary.get(key) or [] if isinstance(r, dict)]
+    found = {TARGETS[t].stack for t in targets if t in TARGETS}
+    return [s for s in STACKS if s in found]
+
+
 def chance(n1: int, n2: int) -> float:
     """P(min–max ranges do not overlap, either way) when all n1 + n2 repetitions are exchangeable."""
     return 2 / math.comb(n1 + n2, n1)
 
 
-def compare(ts: dict, tf: dict, metric: str, names: dict[str, str]) -> dict:
-    """One metric, TorchServe against the TF side: the faster, the factor, and the claim."""
+def compare(ea: dict, eb: dict, metric: str, names: dict[str, str], pair: tuple[str, str] = PAIRS[0]) -> dict:
+    """One metric, stack `pair[0]` (entry `ea`) against `pair[1]` (`eb`): the faster, the factor, and the claim."""
     label, unit, higher_better = METRICS[metric]
-    a, b = values(ts, metric), values(tf, metric)
-    out: dict = {"metric": metric, "label": label, "unit": unit}
+    sa, sb = pair
+    a, b = values(ea, metric), values(eb, metric)
+    out: dict = {"metric": metric, "label": label, "unit": unit, "pair": [sa, sb]}
     if not a or not b:
         return {**out, "faster": None, "significant": None, "claim": "not measured"}
     ma, mb = statistics.median(a), statistics.median(b)
-    na, nb = repetitions(ts, metric), repetitions(tf, metric)
-    out.update(
-        torchserve={"median": ma, "range": [min(a), max(a)], "n": na},
-        tfserving={"median": mb, "range": [min(b), max(b)], "n": nb},
-        ts_over_tf=ma / mb if mb else None,
-    )
+    na, nb = repetitions(ea, metric), repetitions(eb, metric)
+    out.update({
+        sa: {"median": ma, "range": [min(a), max(a)], "n": na},
+        sb: {"median": mb, "range": [min(b), max(b)], "n": nb},
+        "a_over_b": ma / mb if mb else None,
+    })
     if ma <= 0 or mb <= 0:
         return {**out, "faster": None, "factor": None, "significant": None, "claim": "a zero figure: no claim"}
     if ma == mb:
         faster = None
     else:
-        faster = "torchserve" if (ma > mb) == higher_better else "tfserving"
+        faster = sa if (ma > mb) == higher_better else sb
     out["faster"] = faster
     out["factor"] = max(ma, mb) / min(ma, mb)
-    unsteady = [names[k] for k, e in (("torchserve", ts), ("tfserving", tf)) if e.get("stable") is False]
+    unsteady = [names[k] for k, e in ((sa, ea), (sb, eb)) if e.get("stable") is False]
     if min(na, nb) < MIN_REPETITIONS:
         out.update(significant=None, claim=f"not enough repetitions (n={min(na, nb)} < {MIN_REPETITIONS}): no claim")
     elif unsteady:
@@ -174,7 +224,7 @@ def gateway_cpu(summary: dict, model: str, entries: dict[str, dict], direct: dic
 
 def gateway_flag(summary: dict, model: str, direct_row: dict, gw_row: dict, entries: dict, direct_entries: dict, names: dict) -> dict:
     """Did the via-gateway comparison measure the gateway rather than the stacks? (throughput ratios)"""
-    rd, rg = direct_row["throughput"].get("ts_over_tf"), gw_row["throughput"].get("ts_over_tf")
+    rd, rg = direct_row["throughput"].get("a_over_b"), gw_row["throughput"].get("a_over_b")
     if not rd or not rg:
         alone = saturation_flag(entries, names)  # the gateway's CPU still speaks
         return {**alone, "why": "ratios not measured" + (f"; {alone['why']}" if alone["flag"] else ""), "compressed": False}
@@ -183,7 +233,7 @@ def gateway_flag(summary: dict, model: str, direct_row: dict, gw_row: dict, entr
     lost = direct_row["throughput"].get("significant") is True and gw_row["throughput"].get("significant") is False and lg < ld
     saturated = saturated_in_front(entries)
     flag = compressed or lost or bool(saturated)
-    why = f"TorchServe/TF throughput {rg:.2f} via the gateway against {rd:.2f} direct"
+    why = f"{ratio_text(gw_row['pair'])} throughput {rg:.2f} via the gateway against {rd:.2f} direct"
     if lost and not compressed:
         why += "; the direct difference is beyond noise, the gateway's is not"
     if saturated:
@@ -231,32 +281,41 @@ def saturation_flag(entries: dict[str, dict], names: dict[str, str]) -> dict:
     return {"flag": bool(saturated), "why": why, "evidence": "no direct pair in this run: judged on the gateway's CPU alone", "basis": "the gateway's CPU alone", "saturated": saturated}
 
 
+def pair_row(summary: dict, model: str, path: str, pair: tuple[str, str], names: dict[str, str], ea: dict, eb: dict, one_run_each: bool = False) -> dict:
+    """One verdict row: a pair of stacks on one path, throughput and p99 compared."""
+    a, b = pair
+    c = one_run if one_run_each else (lambda x: x)
+    return {
+        "model": model, "path": path, "pair": [a, b], "names": {a: names[a], b: names[b]}, "tf_label": names["tfserving"],
+        "tfserving_implementation": (summary.get("environment") or {}).get("tfserving_implementation"),
+        "throughput": c(compare(ea, eb, "rps", names, pair)), "p99": c(compare(ea, eb, "p99", names, pair)),
+        "stable": {a: None if one_run_each else ea.get("stable"), b: None if one_run_each else eb.get("stable")},
+    }
+
+
 def verdict(summary: dict) -> list[dict]:
-    """One row per model and path (direct; via gateway when measured): throughput and p99 compared."""
+    """One row per model, pair of stacks (`PAIRS`) and path (direct; via gateway when measured):
+    throughput and p99 compared."""
     results = [r for r in summary.get("results") or [] if isinstance(r, dict)]
     index = {(r.get("model"), r.get("target")): r for r in results}
-    names = {"torchserve": "TorchServe", "tfserving": tf_label(summary)}
+    names = stack_names(summary)
     rows: list[dict] = []
     for model in dict.fromkeys(r.get("model") for r in results):
-        by_path = {}
-        for path, ts_name, tf_name in PATHS:
-            ts, tf = index.get((model, ts_name)), index.get((model, tf_name))
-            if not ts or not tf:
-                continue
-            row = {
-                "model": model, "path": path, "tf_label": names["tfserving"],
-                "tfserving_implementation": (summary.get("environment") or {}).get("tfserving_implementation"),
-                "throughput": compare(ts, tf, "rps", names), "p99": compare(ts, tf, "p99", names),
-                "stable": {"torchserve": ts.get("stable"), "tfserving": tf.get("stable")},
-            }
-            by_path[path] = (row, {"torchserve": ts, "tfserving": tf})
-            rows.append(row)
-        if "direct" in by_path and "via gateway" in by_path:
-            (drow, dent), (grow, gent) = by_path["direct"], by_path["via gateway"]
-            grow["gateway"] = gateway_flag(summary, model, drow, grow, gent, dent, names)
-        elif "via gateway" in by_path:
-            grow, gent = by_path["via gateway"]
-            grow["gateway"] = saturation_flag(gent, names)
+        for pair in PAIRS:
+            by_path = {}
+            for path, ta, tb in pair_paths(*pair):
+                ea, eb = index.get((model, ta)), index.get((model, tb))
+                if not ea or not eb:
+                    continue
+                row = pair_row(summary, model, path, pair, names, ea, eb)
+                by_path[path] = (row, {pair[0]: ea, pair[1]: eb})
+                rows.append(row)
+            if "direct" in by_path and "via gateway" in by_path:
+                (drow, dent), (grow, gent) = by_path["direct"], by_path["via gateway"]
+                grow["gateway"] = gateway_flag(summary, model, drow, grow, gent, dent, names)
+            elif "via gateway" in by_path:
+                grow, gent = by_path["via gateway"]
+                grow["gateway"] = saturation_flag(gent, names)
     return rows + sweep_verdict(summary, names)
 
 
@@ -291,46 +350,43 @@ def sweep_entry(s: dict, load: float) -> dict:
     return entry
 
 
-def sweep_pairs(summary: dict) -> dict[str, dict[str, tuple[dict, dict]]]:
-    """Per model, per path, the (TorchServe, TF) sweeps a sweep run measured."""
+def sweep_pairs(summary: dict) -> dict[str, dict[tuple[str, str], dict[str, tuple[dict, dict]]]]:
+    """Per model, per pair of stacks, per path, the pair's two sweeps a sweep run measured."""
     index = {(s.get("model"), s.get("target")): s for s in summary.get("sweep") or [] if isinstance(s, dict) and s.get("points")}
-    out: dict[str, dict[str, tuple[dict, dict]]] = {}
+    out: dict[str, dict[tuple[str, str], dict[str, tuple[dict, dict]]]] = {}
     for model in dict.fromkeys(m for m, _ in index):
-        for path, ts_name, tf_name in PATHS:
-            ts, tf = index.get((model, ts_name)), index.get((model, tf_name))
-            if ts and tf:
-                out.setdefault(model, {})[path] = (ts, tf)
+        for pair in PAIRS:
+            for path, ta, tb in pair_paths(*pair):
+                sa, sb = index.get((model, ta)), index.get((model, tb))
+                if sa and sb:
+                    out.setdefault(model, {}).setdefault(pair, {})[path] = (sa, sb)
     return out
 
 
 def sweep_verdict(summary: dict, names: dict[str, str]) -> list[dict]:
-    """A sweep run's rows: each path at the highest step in common (see the module docstring)."""
+    """A sweep run's rows: each pair's path at the highest step in common (see the module docstring)."""
     rows: list[dict] = []
-    for model, pairs in sweep_pairs(summary).items():
-        everywhere = common_step([s for pair in pairs.values() for s in pair])
-        by_path = {}
-        for path, (ts, tf) in pairs.items():
-            load = everywhere if everywhere is not None else common_step([ts, tf])
-            if load is None:
-                continue
-            ents = {"torchserve": sweep_entry(ts, load), "tfserving": sweep_entry(tf, load)}
-            row = {
-                "model": model, "path": path, "tf_label": names["tfserving"],
-                "tfserving_implementation": (summary.get("environment") or {}).get("tfserving_implementation"),
-                "throughput": one_run(compare(ents["torchserve"], ents["tfserving"], "rps", names)),
-                "p99": one_run(compare(ents["torchserve"], ents["tfserving"], "p99", names)),
-                "stable": {"torchserve": None, "tfserving": None},
-                "sweep": {"kind": ts.get("kind"), "load_key": ts["load_key"], "load": load, "knees": {"torchserve": knee_of(ts), "tfserving": knee_of(tf)}},
-            }
-            by_path[path] = (row, ents)
-            rows.append(row)
-        if "via gateway" in by_path:
-            grow, gent = by_path["via gateway"]
-            if "direct" in by_path:
-                drow, dent = by_path["direct"]
-                grow["gateway"] = sweep_flag(gateway_flag(summary, model, drow, grow, gent, dent, names), pairs["via gateway"])
-            else:
-                grow["gateway"] = sweep_flag(saturation_flag(gent, names), pairs["via gateway"])
+    for model, by_pair in sweep_pairs(summary).items():
+        for pair, pairs in by_pair.items():
+            a, b = pair
+            everywhere = common_step([s for both in pairs.values() for s in both])
+            by_path = {}
+            for path, (sa, sb) in pairs.items():
+                load = everywhere if everywhere is not None else common_step([sa, sb])
+                if load is None:
+                    continue
+                ents = {a: sweep_entry(sa, load), b: sweep_entry(sb, load)}
+                row = pair_row(summary, model, path, pair, names, ents[a], ents[b], one_run_each=True)
+                row["sweep"] = {"kind": sa.get("kind"), "load_key": sa["load_key"], "load": load, "knees": {a: knee_of(sa), b: knee_of(sb)}}
+                by_path[path] = (row, ents)
+                rows.append(row)
+            if "via gateway" in by_path:
+                grow, gent = by_path["via gateway"]
+                if "direct" in by_path:
+                    drow, dent = by_path["direct"]
+                    grow["gateway"] = sweep_flag(gateway_flag(summary, model, drow, grow, gent, dent, names), pairs["via gateway"])
+                else:
+                    grow["gateway"] = sweep_flag(saturation_flag(gent, names), pairs["via gateway"])
     return rows
 
 
@@ -383,14 +439,15 @@ def path_label(r: dict) -> str:
 def knee_line(r: dict, names: dict[str, str]) -> str:
     """Each stack's own knee on a sweep row's path."""
     knees = r["sweep"]["knees"]
-    return f"{r['path']} · knee: TorchServe {knees['torchserve']['text']}; {tf_short(names['tfserving'])} {knees['tfserving']['text']}"
+    return f"{r['path']} · knee: " + "; ".join(f"{short_name(s, names)} {knees[s]['text']}" for s in r["pair"])
 
 
 def metric_line(c: dict, names: dict[str, str]) -> str:
-    if "torchserve" not in c:
+    sa, sb = c.get("pair") or PAIRS[0]
+    if sa not in c:
         return f"{c['label']}: {c['claim']}"
-    unit, ts, tf = c["unit"], c["torchserve"], c["tfserving"]
-    figures = f"TorchServe {figure(ts, unit)} vs {tf_short(names['tfserving'])} {figure(tf, unit)} {unit}"
+    unit = c["unit"]
+    figures = f"{short_name(sa, names)} {figure(c[sa], unit)} vs {short_name(sb, names)} {figure(c[sb], unit)} {unit}"
     if c.get("faster") is None:
         head = f"{c['label']}: no difference" if c.get("factor") == 1.0 else f"{c['label']}"
     else:
@@ -399,15 +456,18 @@ def metric_line(c: dict, names: dict[str, str]) -> str:
     return f"{head} ({figures}) — {c['claim']}"
 
 
+NO_PAIR = "No pair of serving stacks (TorchServe, the TF side, KServe + ONNX Runtime) was measured in this run: no verdict."
+
+
 def render_markdown(rows: list[dict]) -> str:
-    """A few lines per model: each path's throughput and p99 verdict, then the gateway flag."""
+    """A few lines per model and pair: each path's throughput and p99 verdict, then the gateway flag."""
     if not rows:
-        return "No TorchServe/TF pair was measured in this run: no verdict."
+        return NO_PAIR
     lines: list[str] = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == model]
-        names = {"torchserve": "TorchServe", "tfserving": mine[0]["tf_label"]}
-        lines.append(f"**{model}** — TorchServe against {mine[0]['tf_label']}")
+    for model, pair in dict.fromkeys((r["model"], tuple(r["pair"])) for r in rows):
+        mine = [r for r in rows if r["model"] == model and tuple(r["pair"]) == pair]
+        names = mine[0]["names"]
+        lines.append(f"**{model}** — {names[pair[0]]} against {names[pair[1]]}")
         for r in mine:
             for key in ("throughput", "p99"):
                 lines.append(f"- {path_label(r)} · {metric_line(r[key], names)}")
@@ -438,25 +498,40 @@ SWEEP_RULE = (
 def rules(rows: list[dict]) -> str:
     """The rules the rows were judged by: a sweep run's alone, the repetitions' rule alone, or both."""
     swept = [r for r in rows if r.get("sweep")]
+    sweep_rule = SWEEP_RULE
+    if len({tuple(r["pair"]) for r in swept}) > 1:  # each pair at its own sweeps' highest common step
+        sweep_rule = sweep_rule.replace("every sweep of the model ran", "every sweep of the pair ran")
     if rows and len(swept) == len(rows):
-        return SWEEP_RULE + " Figures: each stack's one run at that step; factor: their ratio."
-    return RULE + (" " + SWEEP_RULE if swept else "")
+        return sweep_rule + " Figures: each stack's one run at that step; factor: their ratio."
+    return RULE + (" " + sweep_rule if swept else "")
+
+
+def sides(summary: dict) -> str:
+    """What ran on the sides that need saying: the TF side's implementation (unless the run had no
+    TF side but KServe), and KServe's runtime when KServe ran."""
+    env = summary.get("environment") or {}
+    present = stacks_in(summary)
+    out = []
+    if "tfserving" in present or "kserve" not in present:
+        out.append(f"TF side: {env.get('tfserving_implementation') or 'not recorded'}.")
+    if "kserve" in present:
+        ort = (env.get("versions") or {}).get("onnxruntime")
+        out.append(f"KServe side: {KSERVE_LABEL} (KServe's Python model server running the model's ONNX export{f', onnxruntime {ort}' if ort else ''}).")
+    return " ".join(out)
 
 
 def markdown_block(summary: dict) -> str:
     """The verdict section for report.md (heading included)."""
-    impl = (summary.get("environment") or {}).get("tfserving_implementation") or "not recorded"
     rows = verdict(summary)
-    return "\n".join(["## Verdict", "", f"TF side: {impl}. {rules(rows)}", "", render_markdown(rows), ""])
+    return "\n".join(["## Verdict", "", f"{sides(summary)} {rules(rows)}", "", render_markdown(rows), ""])
 
 
 def html_block(summary: dict) -> str:
     """The verdict section for report.html (heading included): the same text, escaped."""
-    impl = (summary.get("environment") or {}).get("tfserving_implementation") or "not recorded"
     rows = verdict(summary)
-    out = ["<h2>Verdict</h2>", f"<p>TF side: {html.escape(impl)}. {html.escape(rules(rows))}</p>"]
+    out = ["<h2>Verdict</h2>", f"<p>{html.escape(sides(summary))} {html.escape(rules(rows))}</p>"]
     if not rows:
-        return "".join(out + ["<p>No TorchServe/TF pair was measured in this run: no verdict.</p>"])
+        return "".join(out + [f"<p>{html.escape(NO_PAIR)}</p>"])
     for block in render_markdown(rows).split("\n\n"):
         lines = block.splitlines()
         items = "".join(("<li class='warn'>" if "⚠" in x else "<li>") + bold(x[2:]) + "</li>" for x in lines[1:])

@@ -148,7 +148,7 @@ def test_a_sweep_report_has_its_steps_and_no_empty_results_table(tmp_path: Path)
     assert "stack 1.00 cores (50%)" in md  # cores, the unit of the rule, beside the machine share
     assert "one run per sweep step (no repetitions)" in md and "repetitions with the target order rotated" not in md
     assert "HDR histograms" in md  # the steps' latency is HDR's, not locust's rounded figures
-    assert "No TorchServe/TF pair was measured" not in md and "direct at 4 users" in md
+    assert "no verdict" not in md and "direct at 4 users" in md
     page = (tmp_path / "report.html").read_text()
     assert "<h2>Results" not in page and "<h2>Sweep steps (one run each)</h2>" in page and "<td>1 user</td>" in page
     assert "<thead><tr><th>model</th><th>target</th><th>req/s</th>" not in page

@@ -174,7 +174,7 @@ def test_a_sweep_run_has_a_verdict_at_the_highest_step_in_common() -> None:
     g = via["gateway"]
     assert g["flag"] is False and "did not saturate at any step (at most 0.80 of a core)" in g["note"]
     md = runverdict.markdown_block(s)
-    assert "No TorchServe/TF pair was measured" not in md and "direct at 4 users · throughput" in md
+    assert runverdict.NO_PAIR not in md and "direct at 4 users · throughput" in md
     assert "TorchServe 360 vs TF-compat 450 req/s" in md  # one run a side: no [min–max] range
     assert "knee: TorchServe not reached" in md and "measured the gateway" not in md
     assert "at least 3 repetitions" not in md and "one run per step" in md  # the sweep's rule, not the repetitions'
