@@ -35,7 +35,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 KUBERNETES_VERSION = "1.32"  # the kubectl on the machine image; kubernetes-validate bundles its schemas
 NAMESPACE = "twinserve"
 KUSTOMIZATIONS = {"base": K8S / "base", **{p.parent.name: p.parent for p in sorted((K8S / "overlays").glob("*/kustomization.yaml"))}}
-STACKS = ("torchserve", "tfserving")
+STACKS = ("torchserve", "tfserving", "kserve")  # kserve: KServe's Python model server running ONNX Runtime
 KSERVE_HTTP_PORT = 8080  # KServe's runtimes serve HTTP on 8080; a raw predictor Service maps port 80 to it
 KSERVE_RUNTIMES = {"pytorch", "tensorflow", "sklearn", "xgboost", "onnx", "triton", "huggingface", "pmml", "lightgbm", "paddle", "model"}
 KSERVE_COMPONENT_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "autoScaling", "containerConcurrency",
@@ -130,9 +130,12 @@ def quantity(value: object) -> float:
 
 
 def pod_spec(obj: dict) -> dict:
-    """The pod spec of a workload, or of an InferenceService's predictor (its runtime as the one container)."""
+    """The pod spec of a workload, or of an InferenceService's predictor (its runtime as the one container,
+    or a custom predictor's own `containers`)."""
     if obj["kind"] == "InferenceService":
         predictor = obj["spec"]["predictor"]
+        if "containers" in predictor:
+            return {k: v for k, v in predictor.items() if k not in KSERVE_COMPONENT_FIELDS}
         runtime = next(k for k in predictor if k in KSERVE_RUNTIMES)
         container = {k: v for k, v in predictor[runtime].items() if k not in KSERVE_MODEL_FIELDS}
         pod = {k: v for k, v in predictor.items() if k not in KSERVE_COMPONENT_FIELDS and k not in KSERVE_RUNTIMES}
@@ -188,7 +191,17 @@ def stack_workload(name: str, stack: str) -> dict:
 
 
 def main_container(obj: dict) -> dict:
-    return container(obj, None if obj["kind"] == "InferenceService" else obj["metadata"]["name"])
+    if obj["kind"] == "InferenceService":
+        return container(obj, "kserve-container" if "containers" in obj["spec"]["predictor"] else None)
+    return container(obj, obj["metadata"]["name"])
+
+
+def storage_uri(obj: dict) -> str:
+    """An InferenceService's model location: its runtime's storageUri, or a custom predictor's STORAGE_URI."""
+    predictor = obj["spec"]["predictor"]
+    if "containers" in predictor:
+        return next((e.get("value", "") for e in main_container(obj).get("env", []) if e["name"] == "STORAGE_URI"), "")
+    return predictor[next(k for k in predictor if k in KSERVE_RUNTIMES)].get("storageUri", "")
 
 
 # ---------------------------------------------------------------- rendering and schemas
@@ -238,13 +251,23 @@ def check_inference_service(obj: dict) -> list[str]:
         problems.append(f"unknown spec fields {sorted(set(spec) - {'predictor', 'transformer', 'explainer'})}")
     predictor = spec.get("predictor", {})
     runtimes = [k for k in predictor if k in KSERVE_RUNTIMES]
-    if len(runtimes) != 1:
-        return [*problems, f"predictor needs exactly one runtime, has {runtimes}"]
-    model = predictor[runtimes[0]]
-    if not re.fullmatch(r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+", str(model.get("storageUri", ""))):
-        problems.append(f"spec.predictor.{runtimes[0]}.storageUri {model.get('storageUri')!r} is not pvc://<claim>/<path>")
-    if model.get("protocolVersion", "v1") not in ("v1", "v2", "grpc-v1", "grpc-v2"):
-        problems.append(f"protocolVersion {model.get('protocolVersion')!r}")
+    if "containers" in predictor:
+        # a custom predictor: its own containers, the server in `kserve-container` (KServe mounts the
+        # storage at /mnt/models from that container's STORAGE_URI)
+        if runtimes:
+            problems.append(f"a custom predictor with a runtime too: {runtimes}")
+        if [c.get("name") for c in predictor["containers"]][:1] != ["kserve-container"]:
+            problems.append("a custom predictor's first container must be named kserve-container")
+        uri, where = storage_uri(obj), "kserve-container's STORAGE_URI"
+    else:
+        if len(runtimes) != 1:
+            return [*problems, f"predictor needs exactly one runtime, has {runtimes}"]
+        model = predictor[runtimes[0]]
+        uri, where = str(model.get("storageUri", "")), f"spec.predictor.{runtimes[0]}.storageUri"
+        if model.get("protocolVersion", "v1") not in ("v1", "v2", "grpc-v1", "grpc-v2"):
+            problems.append(f"protocolVersion {model.get('protocolVersion')!r}")
+    if not re.fullmatch(r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+", uri):
+        problems.append(f"{where} {uri!r} is not pvc://<claim>/<path>")
     for key in ("minReplicas", "maxReplicas"):
         if key in predictor and not isinstance(predictor[key], int):
             problems.append(f"{key} is not an integer")
@@ -344,6 +367,9 @@ def test_images_are_composes() -> None:
         (container(one("loadtest", "Job", "locust-worker")), "locust-worker"),
         (container(one("kserve", "Job", "models-export")), "export"),
         (main_container(one("kserve", "InferenceService", "torchserve")), "torchserve"),
+        (container(one("base", "Deployment", "kserve"), "kserve"), "kserve"),
+        (container(one("base", "Deployment", "kserve"), "export", init=True), "export"),
+        (main_container(one("kserve", "InferenceService", "kserve")), "kserve"),
     ]
     for c, name in pairs:
         assert c["image"] == default(service(name)["image"]), f"{c['name']} runs {c['image']}, compose's {name} {default(service(name)['image'])}"
@@ -363,11 +389,19 @@ def test_commands_are_composes() -> None:
     kserve_tf = main_container(one("kserve", "InferenceService", "tfserving"))
     assert kserve_tf["args"] == [a for a in compose_args("tfserving") if not a.startswith(("--port=", "--rest_api_port="))]
     # TorchServe and the export run their images' own commands, as compose does
-    for obj, name in ((one("base", "Deployment", "torchserve"), "torchserve"), (one("base", "Deployment", "tfserving"), "tfserving")):
+    for name in STACKS:
+        obj = one("base", "Deployment", name)
         export = container(obj, "export", init=True)
         assert "command" not in export and "args" not in export and "command" not in service("export")
         if name == "torchserve":
             assert "command" not in container(obj, name) and "args" not in container(obj, name) and "command" not in service(name)
+    # KServe: the image's entrypoint, compose's command as its args (in the overlay, on KServe's mount)
+    ks = container(one("base", "Deployment", "kserve"), "kserve")
+    assert "command" not in ks and "entrypoint" not in service("kserve") and ks.get("args") == compose_args("kserve")
+    args = compose_args("kserve")
+    at = args.index("--model_dir") + 1
+    mounted = [*args[:at], "/mnt/models", *args[at + 1:]]
+    assert main_container(one("kserve", "InferenceService", "kserve")).get("args") == mounted, "the kserve predictor's args are not compose's on /mnt/models"
 
 
 def test_artifacts_are_mounted_where_compose_mounts_them() -> None:
@@ -406,6 +440,12 @@ def test_ports_are_composes() -> None:
     # KServe: TorchServe's three ports, 8080 first (the predictor Service's port 80)
     ts = main_container(one("kserve", "InferenceService", "torchserve"))
     assert container_ports(ts) == compose_exposed("torchserve") and ts["ports"][0]["containerPort"] == KSERVE_HTTP_PORT
+    # compose's kserve command names the ports it exposes
+    args = compose_args("kserve")
+    assert {int(args[args.index(f) + 1]) for f in ("--http_port", "--grpc_port")} == compose_exposed("kserve")
+    # ... and KServe's own server: compose's REST and gRPC ports, REST first (the predictor Service's port 80)
+    ks = main_container(one("kserve", "InferenceService", "kserve"))
+    assert container_ports(ks) == compose_exposed("kserve") and ks["ports"][0]["containerPort"] == KSERVE_HTTP_PORT
 
 
 # ---------------------------------------------------------------- probes
@@ -451,6 +491,23 @@ def test_tfserving_probes_are_composes_health_check() -> None:
             assert c[kind]["tcpSocket"]["port"] == expected, f"{what}: {kind} is not a connect to the REST port {expected}"
 
 
+def test_kserve_probes_are_composes_health_check() -> None:
+    check = _healthcheck("kserve")
+    rest = urlsplit(compose_env("gateway")["TWINSERVE_GATEWAY_KSERVE_URL"].split(",")[0]).port
+    assert f"http://127.0.0.1:{rest}/v1/models/" in " ".join(check["test"]), "compose's KServe health check is not V1 readiness on the gateway's port"
+    models = re.findall(r'name:\s*"([^"]+)"', (ROOT / "services/tfserving/models.config").read_text())
+    assert re.search(r"for m in \(([^)]*)\)", " ".join(check["test"])).group(1).replace("'", "").replace(" ", "").split(",") == models, \
+        "compose's KServe health check does not ask every model the stacks serve"
+    for obj in (one("base", "Deployment", "kserve"), one("kserve", "InferenceService", "kserve")):
+        c = main_container(obj)
+        what = f"{obj['kind']}/kserve"
+        assert c["readinessProbe"]["exec"]["command"] == check["test"][1:], f"{what}: readiness is not compose's health check"
+        _probe_timing(c["readinessProbe"], check, what)
+        for kind in ("livenessProbe", "startupProbe"):
+            assert c[kind]["httpGet"] == {"path": "/", "port": rest}, f"{what}: {kind} is not KServe's liveness (GET /) on {rest}"
+        assert rest in container_ports(c)
+
+
 def test_gateway_probes_are_composes_health_check() -> None:
     check = _healthcheck("gateway")
     port, path = re.search(r"http://[^/:'\"]+:(\d+)(/[\w/]+)", " ".join(check["test"])).groups()
@@ -463,7 +520,7 @@ def test_gateway_probes_are_composes_health_check() -> None:
 # ---------------------------------------------------------------- the gateway's environment
 
 
-URL_SETTINGS = ("TWINSERVE_GATEWAY_TORCHSERVE_URL", "TWINSERVE_GATEWAY_TORCHSERVE_MANAGEMENT_URL", "TWINSERVE_GATEWAY_TFSERVING_URL")
+URL_SETTINGS = ("TWINSERVE_GATEWAY_TORCHSERVE_URL", "TWINSERVE_GATEWAY_TORCHSERVE_MANAGEMENT_URL", "TWINSERVE_GATEWAY_TFSERVING_URL", "TWINSERVE_GATEWAY_KSERVE_URL")
 
 
 def _gateway_env(name: str) -> dict[str, dict]:
@@ -524,7 +581,7 @@ def test_gateway_environment_is_composes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["base", "kserve"])
-def test_both_stacks_get_composes_limits(name: str) -> None:
+def test_every_stack_gets_composes_limits(name: str) -> None:
     limits = {stack: (float(default(service(stack)["cpus"])), docker_bytes(default(service(stack)["mem_limit"]))) for stack in STACKS}
     assert len(set(limits.values())) == 1, f"compose gives the stacks different limits: {limits}"
     cpus, memory = limits["torchserve"]
@@ -686,12 +743,18 @@ def test_kserve_overlay_replaces_the_stacks_with_inference_services() -> None:
             assert (kind, obj_name) not in names, f"kserve still has the base's {kind} {obj_name}"
     isvcs = objects("kserve", "InferenceService")
     assert set(isvcs) == set(STACKS)
-    runtimes = {n: next(k for k in o["spec"]["predictor"] if k in KSERVE_RUNTIMES) for n, o in isvcs.items()}
-    assert runtimes == {"torchserve": "pytorch", "tfserving": "tensorflow"}
+    runtimes = {n: next((k for k in o["spec"]["predictor"] if k in KSERVE_RUNTIMES), "containers") for n, o in isvcs.items()}
+    assert runtimes == {"torchserve": "pytorch", "tfserving": "tensorflow", "kserve": "containers"}
     claim = one("kserve", "PersistentVolumeClaim", "twinserve-models")["metadata"]["name"]
     for stack, runtime in runtimes.items():
-        model = isvcs[stack]["spec"]["predictor"][runtime]
-        assert model["storageUri"] == f"pvc://{claim}/{stack}" and model["protocolVersion"] == "v1"
+        if runtime != "containers":
+            model = isvcs[stack]["spec"]["predictor"][runtime]
+            assert model["storageUri"] == f"pvc://{claim}/{stack}" and model["protocolVersion"] == "v1"
+    # KServe's own server: a custom predictor (twinserve's image) on the export's ONNX folder, which
+    # KServe mounts at /mnt/models; the server's --model_dir is that mount
+    assert storage_uri(isvcs["kserve"]) == f"pvc://{claim}/onnx"
+    args = main_container(isvcs["kserve"]).get("args", [])
+    assert args[args.index("--model_dir") + 1] == "/mnt/models"
     # the Job fills the claim where the storageUris point, in the layout KServe's TorchServe runtime reads
     job = one("kserve", "Job", "models-export")
     spec = pod_spec(job)
@@ -701,8 +764,9 @@ def test_kserve_overlay_replaces_the_stacks_with_inference_services() -> None:
     export_cmd = f"twinserve export --models {models} --out {mount['mountPath']}"
     assert export_cmd in script, f"the Job does not run `{export_cmd}`"
     assert f"{mount['mountPath']}/torchserve/model-store/" in script and f"{mount['mountPath']}/torchserve/config/config.properties" in script
-    # ... and the torchserve predictor waits for the file the Job writes last
-    wait = container(isvcs["torchserve"], "wait-for-models", init=True)
-    assert "/models/torchserve/config/config.properties" in " ".join(wait["command"])
+    # ... and the torchserve and kserve predictors wait for the file the Job writes last (after the export)
+    for stack in ("torchserve", "kserve"):
+        wait = container(isvcs[stack], "wait-for-models", init=True)
+        assert "/models/torchserve/config/config.properties" in " ".join(wait["command"]), stack
     # the tfserving predictor's ConfigMap is the generated one (kustomizeconfig.yaml renames it)
     assert _config_map("kserve", isvcs["tfserving"])["metadata"]["name"].startswith("tfserving-config-")

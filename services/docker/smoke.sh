@@ -2,8 +2,9 @@
 # Proof of the compose deployment on a machine without a container registry:
 # a private Docker engine, a local Debian base image, a wheelhouse served on loopback,
 # every image built, the stack up with the TF-Serving-compatible image in place of the
-# official one, predictions for every model through the gateway to both stacks, a short
-# locust load from the `loadtest` profile; then both stacks scaled to 2 replicas with
+# official one, predictions for every model through the gateway to the three stacks (TorchServe,
+# TF Serving, KServe's model server running ONNX Runtime), a short locust load from the `loadtest`
+# profile; then the three stacks scaled to 2 replicas each with
 # `docker-compose up --scale` (the gateway untouched: it finds them through Docker's DNS), every
 # replica shown serving, and a kill drill (one TorchServe replica `docker kill`ed under locust load,
 # no request lost, then `docker start`ed and serving again); then everything torn down.
@@ -86,6 +87,9 @@ import subprocess, sys, tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 deps = [("torch==2.13.0+cpu" if d.startswith("torch==") else d) for d in deps] + ["setuptools>=68", "wheel"]
 subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", sys.argv[1], *deps], check=True)
+# the kserve image's own set, resolved on its own (kserve 0.21 pins psutil<6 and protobuf 6, the
+# project psutil 7 and protobuf 7): both sets lie side by side, each image's pip picks what its pins allow
+subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", sys.argv[1], "-r", "services/kserve/requirements.txt"], check=True)
 PYEOF
 WHEEL_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$PY" -m http.server "$WHEEL_PORT" --bind 127.0.0.1 --directory "$WORK/wheels" >/dev/null 2>&1 &
@@ -99,7 +103,7 @@ docker-compose --profile loadtest build
 log "starting the stack (docker-compose up, waiting for health)"
 docker-compose --profile loadtest down -v --remove-orphans >/dev/null 2>&1 || true  # leftovers of an interrupted run
 docker-compose up -d
-for _ in $(seq 1 120); do
+for _ in $(seq 1 180); do
   state=$(docker inspect -f '{{.State.Health.Status}}' "$(docker-compose ps -q gateway)" 2>/dev/null || echo starting)
   [ "$state" = healthy ] && break
   sleep 2
@@ -107,7 +111,7 @@ done
 docker-compose ps
 [ "$state" = healthy ] || { docker-compose logs --tail 40; exit 1; }
 
-log "predictions for every model through the gateway, to both stacks, over REST and gRPC"
+log "predictions for every model through the gateway, to the three stacks, over REST and gRPC"
 "$PY" -m loadtests.smoke "http://127.0.0.1:$PORT" --grpc "127.0.0.1:$GRPC_PORT"
 
 log "a short locust load from the loadtest profile"
@@ -117,9 +121,9 @@ after=$("$PY" -m loadtests.smoke --served "http://127.0.0.1:$PORT")
 echo "requests served through the gateway during the load: $((after - before))"
 [ $((after - before)) -gt 0 ] || { echo "the locust profile sent nothing"; exit 1; }
 
-log "several replicas per stack: docker-compose up --scale torchserve=2 --scale tfserving=2"
+log "several replicas per stack: docker-compose up --scale torchserve=2 --scale tfserving=2 --scale kserve=2"
 gateway_started=$(docker inspect -f '{{.State.StartedAt}}' "$(docker-compose ps -q gateway)")
-docker-compose up -d --no-recreate --scale torchserve=2 --scale tfserving=2 2>&1 | tail -20
+docker-compose up -d --no-recreate --scale torchserve=2 --scale tfserving=2 --scale kserve=2 2>&1 | tail -20
 docker-compose ps
 "$PY" -m loadtests.smoke ready "http://127.0.0.1:$PORT" --replicas 2
 [ "$(docker inspect -f '{{.State.StartedAt}}' "$(docker-compose ps -q gateway)")" = "$gateway_started" ] \
