@@ -87,6 +87,9 @@ def wrap(spec: "ModelSpec", model: Any) -> "torch.nn.Module":
     dtypes; for the image model, decoded pixels through `prepare` to the probabilities."""
     import torch
 
+    from models.export import handler_module
+
+    in_order = handler_module().in_order  # the handler's own output rule, traced
     dtypes = [getattr(torch, t.numpy_dtype) for t in spec.outputs]
     names = [t.name for t in spec.outputs]
 
@@ -104,16 +107,7 @@ def wrap(spec: "ModelSpec", model: Any) -> "torch.nn.Module":
             self.model = model
 
         def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            out = self.model(*args)
-            if isinstance(out, dict):
-                values = [out[n] for n in names]
-            elif isinstance(out, (tuple, list)):
-                values = list(out)
-            else:
-                values = [out]
-            if len(values) != len(names):
-                raise RuntimeError(f"the model returned {len(values)} outputs; the spec names {len(names)}: {names}")
-            return tuple(v.to(d) for v, d in zip(values, dtypes))
+            return tuple(v.to(d) for v, d in zip(in_order(self.model(*args), names), dtypes))
 
     wrapper = Pixels() if takes_pixels(spec) else Outputs()
     wrapper.training = False  # the wrapper alone: a torch.export program's module refuses train()/eval(), and the handler's loader has set the model's mode

@@ -196,6 +196,13 @@ class Backend(ABC):
     def predict_path(self, model: str) -> str: ...
 
     def error_message(self, answer: Answer) -> str:
+        """The stack's `{"error": "<message>"}` (TF Serving's and KServe's shape), else the raw body."""
+        try:
+            data = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and data.get("error") is not None:
+            return str(data["error"])[:300]
         return answer.body[:300].decode("utf-8", "replace")
 
     def key_refused(self, answer: Answer) -> bool:

@@ -9,9 +9,8 @@ so this stack serves no explanations: a 501 that says so, which the data plane d
 from __future__ import annotations
 
 import numpy as np
-import orjson
 
-from gateway.backends.base import Answer, Backend, BackendError, Explanation, register
+from gateway.backends.base import Backend, BackendError, Explanation, register
 from gateway.replicas import Replica
 from gateway.settings import GatewaySettings
 from models.spec import ModelSpec
@@ -32,12 +31,6 @@ class KServeBackend(Backend):
 
     async def explain(self, spec: ModelSpec, rows: np.ndarray, targets: list[int], request_id: str) -> Explanation:
         raise BackendError(self.name, "unimplemented", f"{self.name} serves no explanations: its ONNX graphs carry no gradients; ask ?backend=torchserve or tfserving", 501)
-
-    def error_message(self, answer: Answer) -> str:
-        try:
-            return str(orjson.loads(answer.body).get("error"))[:300]
-        except (orjson.JSONDecodeError, AttributeError):
-            return super().error_message(answer)
 
     async def replica_state(self, replica: Replica, model: str) -> str:
         try:

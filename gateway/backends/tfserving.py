@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from gateway.backends.base import Answer, Backend, BackendError, Explanation, malformed, register
+from gateway.backends.base import Backend, BackendError, Explanation, malformed, register
 from gateway.replicas import Replica
 from models import explain as ig
 from models.spec import ModelSpec
@@ -37,12 +37,6 @@ class TFServingBackend(Backend):
             return Explanation(self.name, np.asarray(outputs[ig.ATTRIBUTIONS], dtype=np.float32), list(outputs[ig.TARGET_INPUT]), result.seconds)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise malformed(self.name, "explanation") from None
-
-    def error_message(self, answer: Answer) -> str:
-        try:
-            return str(orjson.loads(answer.body).get("error"))[:300]
-        except (orjson.JSONDecodeError, AttributeError):
-            return super().error_message(answer)
 
     async def replica_state(self, replica: Replica, model: str) -> str:
         try:

@@ -223,6 +223,12 @@ def forward(model: Any, spec: dict, tensors: dict[str, Any]) -> dict[str, np.nda
     with torch.inference_mode():
         out = model(*args)
     names = [t["name"] for t in spec["outputs"]]
+    return {n: v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for n, v in zip(names, in_order(out, names))}
+
+
+def in_order(out: Any, names: list[str]) -> list[Any]:
+    """A model's answer as its outputs in the spec's order: one tensor, a tuple in that order, or a
+    dict by name (the ONNX export traces the same rule, models/onnx.py)."""
     if isinstance(out, dict):
         values = [out[n] for n in names]
     elif isinstance(out, (tuple, list)):
@@ -231,7 +237,7 @@ def forward(model: Any, spec: dict, tensors: dict[str, Any]) -> dict[str, np.nda
         values = [out]
     if len(values) != len(names):
         raise RuntimeError(f"the model returned {len(values)} outputs; the spec names {len(names)}: {names}")
-    return {n: v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for n, v in zip(names, values)}
+    return values
 
 
 def encode(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
