@@ -132,8 +132,8 @@ def faults(out: Path, seconds: int = 36) -> dict:
             return lambda: os.killpg(sup.load()[name].pgid, sig)
 
         scale = seconds / 36
-        # each event waits for the one before it (a restart returns once the stack is ready: the TF
-        # backend took up to 23 s under this load on 2 cores, KServe 2-5 s), so the quick one goes first
+        # each event waits for the one before it (a restart returns once the stack is ready: under this
+        # load on 2 cores the TF backend took 17-23 s, KServe about 6 s), so the quicker one goes first
         events = [(3 * scale, "kill a TorchServe worker (SIGKILL)", kill_worker)]
         if "kserve" in stacks:
             events += [
