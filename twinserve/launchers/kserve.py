@@ -35,9 +35,12 @@ def served(settings: StackSettings) -> list[str]:
 
 
 def model_states(settings: StackSettings, timeout: float = 2.0) -> dict[str, str]:
+    """Each model's readiness on the stack; a model with no ONNX export is NOT SERVED, with the reason."""
     base = f"http://{settings.host}:{settings.kserve_http_port}"
-    states = poll_models(lambda name: f"{base}/v1/models/{name}", served(settings), lambda a: "READY" if isinstance(a, dict) and a.get("ready") else "NOT READY", timeout=timeout)
-    return {**states, **{m: f"NOT SERVED ({why})" for m, why in unserved(settings).items()}}
+    skip = unserved(settings)  # read once: each model's manifest
+    models = [m for m in settings.model_list if m not in skip]
+    states = poll_models(lambda name: f"{base}/v1/models/{name}", models, lambda a: "READY" if isinstance(a, dict) and a.get("ready") else "NOT READY", timeout=timeout)
+    return {**states, **{m: f"NOT SERVED ({why})" for m, why in skip.items()}}
 
 
 def launch(settings: StackSettings, run_dir: Path) -> Launch:
